@@ -1,0 +1,326 @@
+"""Config dataclasses and a strict YAML/TOML loader.
+
+Every spec is a dataclass handed to constructors (STYLE.md #1). `load_config(path, Cls)` reads a file
+once, checks every key and type, and raises ConfigError naming the file, the key path and what was expected.
+This module imports only the standard library and PyYAML: the device uses it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_gmm.errors import ConfigError
+
+SENSOR_KINDS = ("imu", "timeseries", "audio", "camera")
+TASK_TYPES = ("classification", "regression", "anomaly")
+
+
+@dataclass
+class SensorSpec:
+    """One modality. Samples on disk and in windows are float32; `sample_shape` is one sample's shape."""
+
+    name: str
+    kind: Literal["imu", "timeseries", "audio", "camera"]
+    rate: float  # Hz (frames per second for a camera)
+    channels: int = 1  # imu / timeseries channels; audio is mono (1); camera is 3 (RGB)
+    units: list[str] = field(default_factory=list)  # one per channel, may be empty
+    height: int = 0  # camera only
+    width: int = 0  # camera only
+    timeout_s: float = 0.0  # stale after this long without samples; 0 = derived (max(0.5 s, 5 samples))
+
+    def __post_init__(self):
+        if self.kind not in SENSOR_KINDS:
+            raise ConfigError(f"sensor {self.name!r}: kind must be one of {SENSOR_KINDS}, got {self.kind!r}")
+        if not self.rate > 0:
+            raise ConfigError(f"sensor {self.name!r}: rate must be > 0 Hz, got {self.rate}")
+        if self.kind == "camera" and (self.height <= 0 or self.width <= 0):
+            raise ConfigError(f"sensor {self.name!r}: a camera needs height and width")
+        if self.kind == "audio" and self.channels != 1:
+            raise ConfigError(f"sensor {self.name!r}: audio must be mono (channels: 1)")
+        if self.kind == "camera":
+            self.channels = 3
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample as stored in a stream: imu/timeseries (C,), audio (), camera (H, W, 3)."""
+        if self.kind == "audio":
+            return ()
+        if self.kind == "camera":
+            return (self.height, self.width, 3)
+        return (self.channels,)
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.timeout_s if self.timeout_s > 0 else max(0.5, 5.0 / self.rate)
+
+
+@dataclass
+class WindowSpec:
+    """Windows of `length_s` every `hop_s`. Each modality contributes a fixed sample count (see `samples`)."""
+
+    length_s: float = 1.0
+    hop_s: float = 0.5
+    min_coverage: float = 0.9  # fraction of expected samples a modality needs in a window, else mask = 0
+    label_rule: Literal["center", "majority"] = "majority"
+
+    def __post_init__(self):
+        if not (self.length_s > 0 and self.hop_s > 0):
+            raise ConfigError("window: length_s and hop_s must be > 0")
+        if not 0 < self.min_coverage <= 1:
+            raise ConfigError("window: min_coverage must be in (0, 1]")
+
+    def samples(self, sensor: SensorSpec) -> int:
+        """Samples a modality contributes to one window: round(length * rate); a camera gives its latest frame."""
+        if sensor.kind == "camera":
+            return 1
+        return max(1, int(round(self.length_s * sensor.rate)))
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    type: Literal["classification", "regression", "anomaly"] = "classification"
+    labels: list[str] = field(default_factory=list)  # classification
+    targets: list[str] = field(default_factory=list)  # regression outputs
+
+    def __post_init__(self):
+        if self.type not in TASK_TYPES:
+            raise ConfigError(f"task {self.name!r}: type must be one of {TASK_TYPES}")
+        if self.type == "classification" and len(self.labels) < 2:
+            raise ConfigError(f"task {self.name!r}: a classification task needs at least 2 labels")
+
+
+@dataclass
+class ModelSpec:
+    """Which preset to build and what to override. Preset names live in edge_gmm.model.presets."""
+
+    preset: str = "teacher-base"
+    student: str = "student-small"
+    d_model: int = 0  # 0 = the preset's
+    depth: int = 0
+    heads: int = 0
+    patch_s: float = 0.0  # patch length in seconds for imu/timeseries/audio tokens; 0 = the preset's
+    resampler_queries: int = 0  # >0: K learned queries per modality cap the token budget
+    dropout: float = 0.1
+    modality_dropout: float = 0.2  # probability per modality per sample during training
+
+
+@dataclass
+class TrainSpec:
+    epochs: int = 30
+    student_epochs: int = 0  # 0 = same as epochs
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    patience: int = 8  # early stopping on validation accuracy
+    seed: int = 0
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.7  # weight of the soft (teacher) loss
+    feature_beta: float = 0.5  # weight of the feature (embedding) distillation loss
+    class_weighting: bool = True
+    augment: bool = True
+    threads: int = 0  # 0 = torch default
+
+
+@dataclass
+class ExportTarget:
+    """An export target (export/*.toml): how to export, quantize and build for one kind of device."""
+
+    name: str
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    batch: int = 1
+    opset: int = 18
+    min_opset: int = 9
+    max_opset: int = 20
+    calibration_windows: int = 256
+    workspace_mb: int = 1024
+    dla_core: int = -1  # -1 = no DLA; >=0 = that DLA core with GPU fallback
+    tensorrt_version: str = ""  # "" = not a TensorRT target (ONNX Runtime)
+    runtime: Literal["tensorrt", "onnxruntime"] = "onnxruntime"
+    max_accuracy_drop: float = 1.0  # points, INT8 vs FP32
+    min_top1_agreement: float = 0.99
+    description: str = ""
+
+
+@dataclass
+class DeviceProfile:
+    """A device profile (devices/*.toml)."""
+
+    name: str
+    arch: Literal["aarch64", "x86_64"] = "aarch64"
+    gpu: str = ""  # e.g. "Ampere (Orin)"; "" = no GPU
+    compute_capability: str = ""
+    jetpack: str = ""
+    cuda: str = ""
+    tensorrt: str = ""
+    dla_cores: int = 0
+    memory_gb: float = 0.0
+    fast_int8: bool = True
+    default_target: str = "cpu-onnx-fp32"
+    power_notes: str = ""
+    description: str = ""
+
+
+@dataclass
+class FusionConfig:
+    """What `edge-gmm train` / `train-and-export` read: dataset, modalities, window, tasks, model, training."""
+
+    dataset: str = ""
+    modalities: list[str] = field(default_factory=list)  # subset of the dataset's; empty = all
+    tasks: list[str] = field(default_factory=list)  # subset of the dataset's; empty = all
+    window: WindowSpec = field(default_factory=WindowSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON file into a dict, with a clear error for a missing or unparsable file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10 on JetPack 6
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # each parser raises its own type; all mean "not valid syntax"
+        raise ConfigError(f"{p}: cannot parse: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, cls: type, **defaults: Any):
+    """Load a file into dataclass `cls`, strictly. `defaults` fill fields the file leaves out."""
+    data = {**defaults, **read_mapping(path)}
+    return from_dict(cls, data, source=str(path))
+
+
+def from_dict(cls: type, data: Any, *, source: str = "<config>", where: str = ""):
+    """Build dataclass `cls` from a mapping, naming the unknown key or wrong type on error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        close = _closest(unknown[0], list(fields))
+        raise ConfigError(
+            f"{source}: unknown key {key!r}" + (f" (did you mean {close!r}?)" if close else ""),
+            hint=f"valid keys here: {', '.join(fields)}",
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, source, f"{where}.{name}" if where else name)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        key = f"{where}.{missing[0]}" if where else missing[0]
+        raise ConfigError(f"{source}: missing required key {key!r}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (nested) as plain JSON-able data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return repr(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{source}: key {key!r} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source=source, where=key)
+    if origin is Literal:
+        if value not in args:
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            try:
+                return _coerce(a, value, source, key)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {k: _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    return value
+
+
+def _closest(word: str, options: list[str]) -> str | None:
+    import difflib
+
+    hits = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return hits[0] if hits else None
