@@ -167,6 +167,12 @@ class DeviceProfile:
     default_target: str = "cpu-onnx-fp32"
     power_notes: str = ""
     description: str = ""
+    # deploy engineer's additions: what the board ships and what the TensorRT on it can parse
+    l4t: str = ""  # L4T (Jetson Linux) release, e.g. "36.3"
+    python: str = ""  # the system Python of the stock image, e.g. "3.10"
+    max_opset: int = 0  # highest ONNX opset the board's TensorRT parser takes; 0 = no TensorRT limit
+    power_modes: list[str] = field(default_factory=list)  # nvpmodel modes, e.g. "0: MAXN 15W"
+    tegrastats: bool = False  # the board has `tegrastats` (telemetry goes into the metrics topic)
 
 
 @dataclass
