@@ -148,6 +148,9 @@ class ExportTarget:
     max_accuracy_drop: float = 1.0  # points, INT8 vs FP32
     min_top1_agreement: float = 0.99
     description: str = ""
+    fp32_layers: list[str] = field(default_factory=lambda: ["logmel"])  # ONNX node-name patterns kept FP32 in FP16/INT8
+    gpu_fallback: bool = True  # with DLA: let layers DLA cannot run fall back to the GPU
+    parity_atol: float = 1e-4  # max |ONNX - torch| on FP32 outputs before export fails
 
 
 @dataclass
