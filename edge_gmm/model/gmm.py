@@ -1,0 +1,173 @@
+"""The generalist multimodal model: tokenizers -> compact encoders -> projector -> backbone -> heads.
+
+    inputs[m] (raw, model layout) --frontend--> features[m] --tokenizer--> (B, N_m, enc)
+        --projector--> (B, N_m, D) [--resampler--> (B, K, D)] + modality + time embeddings
+    [CLS | tokens of every modality] (B, 1 + sum N_m, D) --backbone (masked)--> CLS (B, D) --heads--> logits
+
+`mask` (B, M) says which modalities are present. An absent modality's raw values are replaced by zeros
+first (so NaN/inf fed for it cannot leak), and its tokens get a -1e4 key bias in every attention layer,
+so they contribute exactly nothing to the CLS token. All shapes are static for a given batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge_gmm.config import ModelSpec, SensorSpec, TaskSpec, WindowSpec
+from edge_gmm.errors import ConfigError
+from edge_gmm.model.attention import MASK_BIAS, Block, Resampler
+from edge_gmm.model.heads import HEADS
+from edge_gmm.model.presets import resolve
+from edge_gmm.model.tokenizers import TOKENIZERS
+
+
+def _projector(kind: str, enc: int, dim: int) -> nn.Module:
+    if kind == "mlp":
+        return nn.Sequential(nn.LayerNorm(enc), nn.Linear(enc, dim), nn.GELU(), nn.Linear(dim, dim))
+    if kind == "linear":
+        return nn.Sequential(nn.LayerNorm(enc), nn.Linear(enc, dim))
+    raise ConfigError(f"unknown projector {kind!r}; choose 'linear' or 'mlp'")
+
+
+class GMM(nn.Module):
+    def __init__(self, preset_name: str, sensors: list[SensorSpec], window: WindowSpec, tasks: list[TaskSpec],
+                 spec: ModelSpec | None = None):
+        super().__init__()
+        spec = spec or ModelSpec()
+        if not sensors:
+            raise ConfigError("a model needs at least one modality")
+        if not tasks:
+            raise ConfigError("a model needs at least one task")
+        for s in sensors:
+            if not s.name.isidentifier():
+                raise ConfigError(f"modality name {s.name!r} must be a Python identifier (letters, digits, _)")
+        self.preset_name = preset_name
+        self.preset = p = resolve(preset_name, spec)
+        self.sensors, self.window, self.tasks = list(sensors), window, list(tasks)
+        self.modalities = [s.name for s in sensors]
+        d = p.d_model
+
+        self.tokenizers = nn.ModuleDict({s.name: TOKENIZERS.get(s.kind)(s, window, p) for s in sensors})
+        self.projectors = nn.ModuleDict({m: _projector(p.projector, p.enc_dim, d) for m in self.modalities})
+        self.resamplers = nn.ModuleDict()
+        self.token_counts: dict[str, int] = {}
+        for m in self.modalities:
+            n = self.tokenizers[m].n_tokens
+            if p.resampler_queries and n > p.resampler_queries:
+                self.resamplers[m] = Resampler(d, p.resampler_queries, p.heads)
+                n = p.resampler_queries
+            self.token_counts[m] = n
+        self.time_emb = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(1, n, d) * 0.02) for m, n in self.token_counts.items()}
+        )
+        self.modality_emb = nn.Parameter(torch.randn(len(self.modalities), d) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        # which mask column each token reads: CLS reads column M (always 1), modality i's tokens read column i
+        owner = [len(self.modalities)] + [i for i, m in enumerate(self.modalities) for _ in range(self.token_counts[m])]
+        self.register_buffer("token_owner", torch.tensor(owner, dtype=torch.long), persistent=False)
+        self.blocks = nn.ModuleList([Block(d, p.heads, p.mlp_ratio, spec.dropout) for _ in range(p.depth)])
+        self.norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleDict({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
+
+    # ------------------------------------------------------------------ names and shapes
+    @property
+    def input_names(self) -> list[str]:
+        return self.modalities + ["mask"]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [f"logits_{t.name}" for t in self.tasks] + ["embedding"]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.preset.d_model
+
+    def input_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
+        shapes = {m: (batch, *self.tokenizers[m].input_shape) for m in self.modalities}
+        shapes["mask"] = (batch, len(self.modalities))
+        return shapes
+
+    def example_inputs(self, batch: int = 1, seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        shapes = self.input_shapes(batch)
+        inputs = {}
+        for s in self.sensors:
+            x = torch.rand(shapes[s.name], generator=g)
+            inputs[s.name] = x * 2 - 1 if s.kind == "audio" else x  # audio in [-1, 1], the rest in [0, 1]
+        return inputs, torch.ones(shapes["mask"])
+
+    # ------------------------------------------------------------------ forward
+    def featurize(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw model-layout inputs -> fixed front-end features (log-mel for audio); absent modalities zeroed."""
+        feats = {}
+        for i, m in enumerate(self.modalities):
+            x = inputs[m]
+            present = mask[:, i].reshape((-1,) + (1,) * (x.dim() - 1)) > 0.5
+            feats[m] = self.tokenizers[m].frontend(torch.where(present, x, torch.zeros_like(x)))
+        return feats
+
+    def forward_features(self, feats: dict[str, torch.Tensor], mask: torch.Tensor,
+                         return_tokens: bool = False) -> dict[str, torch.Tensor]:
+        b = mask.shape[0]
+        tokens = [self.cls.expand(b, -1, -1)]
+        for i, m in enumerate(self.modalities):
+            f = feats[m]
+            present = mask[:, i].reshape((-1,) + (1,) * (f.dim() - 1)) > 0.5
+            t = self.projectors[m](self.tokenizers[m](torch.where(present, f, torch.zeros_like(f))))  # (B, N_m, D)
+            if m in self.resamplers:
+                t = self.resamplers[m](t)  # (B, K, D)
+            tokens.append(t + self.time_emb[m] + self.modality_emb[i])
+        x = torch.cat(tokens, dim=1)  # (B, 1 + sum N_m, D)
+        present = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)[:, self.token_owner]  # (B, N)
+        bias = ((1.0 - present) * MASK_BIAS).reshape(b, 1, 1, -1)  # (B, 1, 1, N): 0 or -1e4
+        for block in self.blocks:
+            x = block(x, bias)
+        emb = self.norm(x[:, 0])  # (B, D) fused CLS embedding
+        out = {f"logits_{t.name}": self.heads[t.name](emb) for t in self.tasks}
+        out["embedding"] = emb
+        return out
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_features(self.featurize(inputs, mask), mask)
+
+    # ------------------------------------------------------------------ helpers
+    @torch.no_grad()
+    def set_norm_stats(self, feats: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Per-channel normalization statistics from training features (windows where the modality is present)."""
+        for i, m in enumerate(self.modalities):
+            self.tokenizers[m].set_stats(feats[m][mask[:, i] > 0.5])
+
+    def export_wrapper(self) -> nn.Module:
+        """Positional forward for ONNX export: args in `input_names` order, outputs in `output_names` order."""
+        return PositionalGMM(self)
+
+    def describe(self) -> dict:
+        return {
+            "preset": self.preset_name,
+            "parameters": sum(p.numel() for p in self.parameters()),
+            "tokens": dict(self.token_counts),
+            "d_model": self.preset.d_model,
+            "depth": self.preset.depth,
+        }
+
+
+class PositionalGMM(nn.Module):
+    """forward(*modalities, mask) -> (logits_<task>..., embedding), the order of GMM.input/output_names."""
+
+    def __init__(self, gmm: GMM):
+        super().__init__()
+        self.gmm = gmm
+        self.input_names = gmm.input_names
+        self.output_names = gmm.output_names
+
+    def forward(self, *args: torch.Tensor):
+        inputs = dict(zip(self.gmm.modalities, args[:-1]))
+        out = self.gmm(inputs, args[-1])
+        return tuple(out[name] for name in self.output_names)
+
+
+def build_model(preset: str, sensors: list[SensorSpec], window: WindowSpec, tasks: list[TaskSpec],
+                spec: ModelSpec | None = None) -> GMM:
+    """The one factory: a GMM of preset `preset` (see PRESETS) for these modalities and tasks."""
+    return GMM(preset, sensors, window, tasks, spec)

@@ -1,0 +1,43 @@
+"""Export a GMM to ONNX the way the toolkit needs it: dynamo exporter, opset 18, static shapes,
+positional inputs (modalities then `mask`), outputs (logits per task then `embedding`), and the log-mel
+front-end nodes renamed `logmel/...` so a quantizer can exclude them by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+LOGMEL_PREFIX = "logmel/"
+
+
+def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18) -> Path:
+    """Write `model` (a GMM) to `path` for a fixed batch size; returns the path."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    wrapper = model.export_wrapper().eval()
+    inputs, mask = model.example_inputs(batch)
+    args = tuple(inputs[m] for m in model.modalities) + (mask,)
+    with torch.no_grad():
+        program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, verbose=False,
+                                    input_names=model.input_names, output_names=model.output_names)
+    program.save(str(path))
+    proto = onnx.load(str(path))
+    tag_logmel_nodes(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def tag_logmel_nodes(proto) -> int:
+    """Prefix with `logmel/` every node the exporter attributes to a LogMel module; returns how many."""
+    count = 0
+    for node in proto.graph.node:
+        scope = " ".join(p.value for p in node.metadata_props if p.key in ("namespace", "pkg.torch.onnx.class_hierarchy"))
+        if "LogMel" in scope and not node.name.startswith(LOGMEL_PREFIX):
+            node.name = LOGMEL_PREFIX + node.name
+            count += 1
+    return count

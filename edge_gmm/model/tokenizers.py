@@ -1,0 +1,150 @@
+"""Tokenizers + compact encoders, one per sensor kind, picked by name from TOKENIZERS (STYLE.md #2).
+
+Each tokenizer splits its work in two:
+- `frontend(x)`: fixed, parameter-free (log-mel for audio, identity otherwise). Training runs it once per
+  window and caches the result; the exported graph runs it every time.
+- `forward(features)`: per-channel normalization (statistics are buffers, set from training data by
+  `set_stats`), patching into tokens, a small residual conv encoder. Returns (B, n_tokens, enc_dim).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge_gmm.config import SensorSpec, WindowSpec
+from edge_gmm.model.logmel import LogMel
+from edge_gmm.model.presets import Preset
+from edge_gmm.registry import Registry
+
+TOKENIZERS: Registry[type] = Registry("sensor kind")
+
+
+class ConvBlock(nn.Module):
+    """Residual depthwise-separable conv block, 1-D (B, C, N) or 2-D (B, C, H, W)."""
+
+    def __init__(self, channels: int, dims: int):
+        super().__init__()
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        self.dw = conv(channels, channels, 3, padding=1, groups=channels)
+        self.pw1 = conv(channels, 2 * channels, 1)
+        self.pw2 = conv(2 * channels, channels, 1)
+        self.act = nn.GELU()
+        nn.init.zeros_(self.pw2.weight)  # each block starts as identity: stable from the first step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw2(self.act(self.pw1(self.act(self.dw(x)))))
+
+
+class Tokenizer(nn.Module):
+    stat_dims: tuple[int, ...] = (0, 2)  # feature dims reduced when computing per-channel statistics
+
+    def __init__(self, sensor: SensorSpec, window: WindowSpec, preset: Preset):
+        super().__init__()
+        self.sensor = sensor
+        self.n_samples = window.samples(sensor)
+
+    # -- fixed part
+    def frontend(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Raw model-layout shape of one window, without batch."""
+        raise NotImplementedError
+
+    def _init_stats(self, shape: tuple[int, ...]) -> None:
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    @torch.no_grad()
+    def set_stats(self, features: torch.Tensor) -> None:
+        """Per-channel mean/std from training features of windows where this modality is present."""
+        if features.shape[0] == 0:
+            return
+        mean = features.mean(dim=self.stat_dims, keepdim=True).reshape(self.mean.shape)
+        std = features.std(dim=self.stat_dims, keepdim=True, correction=0).reshape(self.std.shape)
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-4))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - self.mean) / self.std
+        return self.encode(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@TOKENIZERS.register("imu")
+@TOKENIZERS.register("timeseries")
+class SeriesTokenizer(Tokenizer):
+    """(B, C, T) -> PatchTST-style patches: conv1d with kernel = stride = patch -> (B, T // patch, enc)."""
+
+    def __init__(self, sensor, window, preset):
+        super().__init__(sensor, window, preset)
+        t = self.n_samples
+        self.patch = max(1, min(t, int(round(preset.patch_s * sensor.rate))))
+        self.n_tokens = t // self.patch
+        self.embed = nn.Conv1d(sensor.channels, preset.enc_dim, self.patch, stride=self.patch)
+        self.blocks = nn.Sequential(*[ConvBlock(preset.enc_dim, 1) for _ in range(preset.enc_blocks)])
+        self._init_stats((1, sensor.channels, 1))
+
+    @property
+    def input_shape(self):
+        return (self.sensor.channels, self.n_samples)
+
+    def encode(self, x):
+        return self.blocks(self.embed(x)).transpose(1, 2)  # (B, N, enc)
+
+
+@TOKENIZERS.register("audio")
+class AudioTokenizer(Tokenizer):
+    """(B, N) waveform -> in-graph log-mel (B, mels, F) -> patches of `audio_patch_frames` frames."""
+
+    def __init__(self, sensor, window, preset):
+        super().__init__(sensor, window, preset)
+        self.logmel = LogMel(sensor.rate, self.n_samples, preset.audio_win_s, preset.audio_hop_s,
+                             preset.n_mels, preset.audio_fmax)
+        frames = self.logmel.frames
+        self.patch = max(1, min(frames, preset.audio_patch_frames))
+        self.n_tokens = frames // self.patch
+        self.embed = nn.Conv1d(preset.n_mels, preset.enc_dim, self.patch, stride=self.patch)
+        self.blocks = nn.Sequential(*[ConvBlock(preset.enc_dim, 1) for _ in range(preset.enc_blocks)])
+        self._init_stats((1, preset.n_mels, 1))
+
+    @property
+    def input_shape(self):
+        return (self.n_samples,)
+
+    def frontend(self, x):
+        return self.logmel(x)
+
+    def encode(self, x):
+        return self.blocks(self.embed(x)).transpose(1, 2)
+
+
+@TOKENIZERS.register("camera")
+class CameraTokenizer(Tokenizer):
+    """(B, 3, H, W) in [0, 1] -> conv stem -> grid x grid patch tokens."""
+
+    stat_dims = (0, 2, 3)
+
+    def __init__(self, sensor, window, preset):
+        super().__init__(sensor, window, preset)
+        h, w = sensor.height, sensor.width
+        stride = 2 if min(h, w) > 48 else 1  # a 96x96 camera is halved before patching
+        hs, ws = (h + stride - 1) // stride, (w + stride - 1) // stride
+        grid = max(1, min(preset.camera_grid, hs, ws))
+        kh, kw = hs // grid, ws // grid
+        self.n_tokens = (hs // kh) * (ws // kw)
+        self.stem = nn.Sequential(nn.Conv2d(3, preset.camera_stem, 3, stride=stride, padding=1), nn.GELU())
+        self.embed = nn.Conv2d(preset.camera_stem, preset.enc_dim, (kh, kw), stride=(kh, kw))
+        self.blocks = nn.Sequential(*[ConvBlock(preset.enc_dim, 2) for _ in range(preset.enc_blocks)])
+        self._init_stats((1, 3, 1, 1))
+
+    @property
+    def input_shape(self):
+        return (3, self.sensor.height, self.sensor.width)
+
+    def encode(self, x):
+        return self.blocks(self.embed(self.stem(x))).flatten(2).transpose(1, 2)  # (B, grid*grid, enc)
