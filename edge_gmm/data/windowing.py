@@ -1,0 +1,318 @@
+"""Sessions -> aligned fixed-shape windows, offline (training) and streaming (device), numpy only.
+
+Rules (docs/dataset-format.md, "Windowing"), shared by both paths through `cut_window`:
+- Window k covers [end - length_s, end) with end = origin + k * hop_s (origin = session start = 0.0 on a
+  dataset's clock); the first window is the first whose start is >= origin, the last ends at or before the
+  newest sample. Ends on this fixed grid are what lets the streaming assembler reproduce them.
+- imu / timeseries / audio: the newest T = window.samples(sensor) samples in the window, oldest first; when
+  fewer arrived, the oldest is repeated in front. No resampling: clock offsets between sensors stay as
+  recorded. Present (mask 1) when n / T >= min_coverage and no gap (window edges included) exceeds the
+  sensor's stale_after_s.
+- camera: the newest frame in the window, present when it is at most stale_after_s older than the end.
+- A masked modality contributes zeros.
+- Labels (classification): a session label covers every window; where a task has segments, `majority`
+  takes the label overlapping the window longest (ties: lower label index) if it covers at least half the
+  window, `center` the label at the window's center; otherwise -1. Regression: float32, NaN = unlabeled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from edge_gmm.config import SensorSpec, TaskSpec, WindowSpec
+from edge_gmm.data.format import Dataset, SensorChunk, Session
+from edge_gmm.errors import DataError
+
+
+@dataclass
+class Windows:
+    """W windows. inputs[m]: imu/timeseries [W, C, T], audio [W, N], camera [W, 3, H, W] (float32);
+    mask: float32[W, M] in `modalities` order; labels[task]: int64[W] (-1 = none) or float32[W] (NaN = none)."""
+
+    inputs: dict[str, np.ndarray]
+    mask: np.ndarray
+    labels: dict[str, np.ndarray]
+    t_end: np.ndarray
+    session: list[str]
+    modalities: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.t_end.shape[0])
+
+    def select(self, idx) -> "Windows":
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return Windows(
+            {k: v[idx] for k, v in self.inputs.items()},
+            self.mask[idx],
+            {k: v[idx] for k, v in self.labels.items()},
+            self.t_end[idx],
+            [self.session[i] for i in idx],
+            list(self.modalities),
+        )
+
+    @staticmethod
+    def concat(parts: list["Windows"]) -> "Windows":
+        if not parts:
+            raise DataError("no windows to concatenate")
+        first = parts[0]
+        return Windows(
+            {k: np.concatenate([p.inputs[k] for p in parts]) for k in first.inputs},
+            np.concatenate([p.mask for p in parts]),
+            {k: np.concatenate([p.labels[k] for p in parts]) for k in first.labels},
+            np.concatenate([p.t_end for p in parts]),
+            [s for p in parts for s in p.session],
+            list(first.modalities),
+        )
+
+
+def model_shape(sensor: SensorSpec, window: WindowSpec) -> tuple[int, ...]:
+    """One window of one modality in model layout (no batch dim)."""
+    if sensor.kind == "camera":
+        return (3, sensor.height, sensor.width)
+    if sensor.kind == "audio":
+        return (window.samples(sensor),)
+    return (sensor.channels, window.samples(sensor))
+
+
+def first_k(window: WindowSpec) -> int:
+    """Index of the first grid window whose start is not before the origin."""
+    return int(math.ceil(window.length_s / window.hop_s - 1e-9))
+
+
+def window_end(origin: float, k: int, window: WindowSpec) -> float:
+    # One formula for both paths: the streaming assembler must land on the same float64 values.
+    return origin + k * window.hop_s
+
+
+def cut_window(sensor: SensorSpec, window: WindowSpec, t: np.ndarray, x: np.ndarray, end: float) -> tuple[np.ndarray, bool]:
+    """The window ending at `end` from one stream (t sorted): (value in model layout, present)."""
+    start = end - window.length_s
+    i0 = int(np.searchsorted(t, start, side="left"))
+    i1 = int(np.searchsorted(t, end, side="left"))
+    n = i1 - i0
+    if sensor.kind == "camera":
+        present = n > 0 and (end - t[i1 - 1]) <= sensor.stale_after_s
+        if not present:
+            return np.zeros(model_shape(sensor, window), np.float32), False
+        return np.ascontiguousarray(np.transpose(x[i1 - 1], (2, 0, 1)), dtype=np.float32), True  # (H,W,3) -> (3,H,W)
+    T = window.samples(sensor)
+    present = n > 0 and n / T >= window.min_coverage
+    if present:
+        edges = np.concatenate(([start], t[i0:i1], [end]))
+        present = float(np.max(np.diff(edges))) <= sensor.stale_after_s
+    if not present:
+        return np.zeros(model_shape(sensor, window), np.float32), False
+    seg = x[max(i0, i1 - T) : i1]  # newest T samples, oldest first: (n', *sample_shape)
+    if seg.shape[0] < T:
+        seg = np.concatenate([np.repeat(seg[:1], T - seg.shape[0], axis=0), seg])
+    seg = np.asarray(seg, dtype=np.float32)
+    return (np.ascontiguousarray(seg) if sensor.kind == "audio" else np.ascontiguousarray(seg.T)), True  # [T] or [C, T]
+
+
+# ---------------------------------------------------------------- offline
+
+
+def window_session(session: Session, sensors: list[SensorSpec], window: WindowSpec, tasks: list[TaskSpec] | None = None, origin: float = 0.0) -> Windows:
+    """All grid windows of one session, for `sensors` (mask columns in that order)."""
+    tasks = tasks or []
+    lasts = [float(session.streams[s.name].t[-1]) for s in sensors if s.name in session.streams and len(session.streams[s.name])]
+    ends = []
+    if lasts:
+        k = first_k(window)
+        while (e := window_end(origin, k, window)) <= max(lasts):
+            ends.append(e)
+            k += 1
+    W = len(ends)
+    inputs = {s.name: np.zeros((W, *model_shape(s, window)), np.float32) for s in sensors}
+    mask = np.zeros((W, len(sensors)), np.float32)
+    for j, s in enumerate(sensors):
+        st = session.streams.get(s.name)
+        if st is None or not len(st):
+            continue
+        t = np.asarray(st.t)
+        for i, e in enumerate(ends):
+            inputs[s.name][i], ok = cut_window(s, window, t, st.x, e)
+            mask[i, j] = float(ok)
+    t_end = np.asarray(ends, dtype=np.float64)
+    labels = {task.name: window_labels(session, task, window, t_end) for task in tasks}
+    return Windows(inputs, mask, labels, t_end, [session.id] * W, [s.name for s in sensors])
+
+
+def window_labels(session: Session, task: TaskSpec, window: WindowSpec, t_end: np.ndarray) -> np.ndarray:
+    """Labels of windows ending at t_end, by the module's overlap rule."""
+    regression = task.type == "regression"
+    none = np.nan if regression else -1
+
+    def encode(label: Any):
+        if regression:
+            return float(label)
+        return task.labels.index(str(label)) if str(label) in task.labels else -1
+
+    out = np.full(t_end.shape[0], none, dtype=np.float32 if regression else np.int64)
+    segs = [s for s in session.segments if s.task == task.name]
+    if not segs:
+        if task.name in session.labels:
+            out[:] = encode(session.labels[task.name])
+        return out
+    L = window.length_s
+    for i, end in enumerate(t_end):
+        start = end - L
+        if window.label_rule == "center":
+            c = end - L / 2
+            hit = next((s for s in segs if s.start <= c < s.end), None)
+            out[i] = encode(hit.label) if hit is not None else none
+            continue
+        overlap: dict[Any, float] = {}
+        for s in segs:
+            ov = min(end, s.end) - max(start, s.start)
+            if ov > 0:
+                overlap[s.label] = overlap.get(s.label, 0.0) + ov
+        if not overlap or sum(overlap.values()) < L / 2:
+            continue
+        if regression:  # overlap-weighted mean of the covering values
+            out[i] = sum(float(k) * v for k, v in overlap.items()) / sum(overlap.values())
+            continue
+        best = max(overlap.items(), key=lambda kv: (kv[1], -encode(kv[0])))
+        if best[1] >= L / 2:
+            out[i] = encode(best[0])
+    return out
+
+
+def make_windows(
+    dataset: Dataset,
+    split: str | None,
+    window: WindowSpec | None = None,
+    modalities: Iterable[str] | None = None,
+    tasks: Iterable[str] | None = None,
+    drop_empty: bool = True,
+) -> Windows:
+    """Windows of every session of a split (None = all). `window` defaults to the dataset's recommended one.
+    `drop_empty` leaves out windows where every selected modality is masked (they carry no input)."""
+    window = window or dataset.window or WindowSpec()
+    names = list(modalities) if modalities else [s.name for s in dataset.sensors]
+    for n in names:
+        dataset.sensor(n)
+    sensors = [s for s in dataset.sensors if s.name in names]  # mask columns in the dataset's order
+    task_specs = [dataset.task(n) for n in tasks] if tasks else list(dataset.tasks)
+    parts = []
+    for sid in dataset.session_ids(split):
+        w = window_session(dataset.load_session(sid, [s.name for s in sensors]), sensors, window, task_specs)
+        if drop_empty and len(w):
+            w = w.select(w.mask.sum(axis=1) > 0)
+        parts.append(w)
+    if not parts:
+        return _empty(sensors, window, task_specs)
+    return Windows.concat(parts)
+
+
+def _empty(sensors, window, tasks) -> Windows:
+    return Windows(
+        {s.name: np.zeros((0, *model_shape(s, window)), np.float32) for s in sensors},
+        np.zeros((0, len(sensors)), np.float32),
+        {t.name: np.zeros(0, np.float32 if t.type == "regression" else np.int64) for t in tasks},
+        np.zeros(0),
+        [],
+        [s.name for s in sensors],
+    )
+
+
+# ---------------------------------------------------------------- streaming
+
+
+class StreamingAssembler:
+    """Builds the same windows as `window_session` from chunks as they arrive.
+
+    A window is emitted once every stream's clock has passed its end (a sample at or after it arrived), or
+    the stream is stale: the newest sample of any stream is more than stale_after_s ahead of its own.
+    Identity with offline windowing holds when chunks are pushed roughly in time order, i.e. no stream
+    delivers samples later than stale_after_s behind the newest one (a real source does; a stale stream is
+    masked rather than waited for). Samples older than a stream's newest are dropped (counted in `dropped`).
+    `flush()` emits what is left once the input has ended.
+    """
+
+    def __init__(self, sensors: list[SensorSpec], window: WindowSpec, origin: float = 0.0):
+        self.sensors = list(sensors)
+        self.window = window
+        self.origin = float(origin)
+        self._k = first_k(window)
+        self._t = {s.name: np.zeros(0, np.float64) for s in self.sensors}
+        self._x = {s.name: np.zeros((0, *s.sample_shape), np.float32) for s in self.sensors}
+        self._pending: dict[str, list[SensorChunk]] = {s.name: [] for s in self.sensors}
+        self._last = {s.name: -math.inf for s in self.sensors}
+        self.dropped = {s.name: 0 for s in self.sensors}
+
+    @property
+    def modalities(self) -> list[str]:
+        return [s.name for s in self.sensors]
+
+    @property
+    def now(self) -> float:
+        return max(self._last.values())
+
+    def push(self, chunk: SensorChunk) -> None:
+        if chunk.modality not in self._last:
+            raise DataError(f"chunk for unknown modality {chunk.modality!r}; expected one of {self.modalities}")
+        t = np.asarray(chunk.t, dtype=np.float64)
+        if not t.size:
+            return
+        keep = t >= self._last[chunk.modality]
+        if not keep.all():  # out of order: an older sample can no longer be placed
+            self.dropped[chunk.modality] += int((~keep).sum())
+            if not keep.any():
+                return
+            chunk = SensorChunk(chunk.modality, t[keep], np.asarray(chunk.x)[keep])
+            t = chunk.t
+        self._pending[chunk.modality].append(chunk)
+        self._last[chunk.modality] = float(t[-1])
+
+    def pop_ready(self) -> list[tuple[float, dict[str, np.ndarray], np.ndarray]]:
+        """Windows whose inputs are complete: (t_end, {modality: array in model layout}, mask float32[M])."""
+        return self._emit(final=False)
+
+    def flush(self) -> list[tuple[float, dict[str, np.ndarray], np.ndarray]]:
+        """After the last chunk: every remaining window that ends at or before the newest sample."""
+        return self._emit(final=True)
+
+    def _ready(self, end: float) -> bool:
+        now = self.now
+        if now < end:
+            return False
+        return all(last >= end or now - last > s.stale_after_s for s, last in zip(self.sensors, self._last.values()))
+
+    def _emit(self, final: bool):
+        out = []
+        self._absorb()
+        while True:
+            end = window_end(self.origin, self._k, self.window)
+            if not (self.now >= end if final else self._ready(end)):
+                break
+            inputs, mask = {}, np.zeros(len(self.sensors), np.float32)
+            for j, s in enumerate(self.sensors):
+                inputs[s.name], ok = cut_window(s, self.window, self._t[s.name], self._x[s.name], end)
+                mask[j] = float(ok)
+            out.append((end, inputs, mask))
+            self._k += 1
+        self._trim()
+        return out
+
+    def _absorb(self) -> None:
+        for name, chunks in self._pending.items():
+            if chunks:
+                self._t[name] = np.concatenate([self._t[name], *(np.asarray(c.t, np.float64) for c in chunks)])
+                self._x[name] = np.concatenate([self._x[name], *(np.asarray(c.x, np.float32) for c in chunks)])
+                chunks.clear()
+
+    def _trim(self) -> None:
+        # Samples before the next window's start can never be used again.
+        start = window_end(self.origin, self._k, self.window) - self.window.length_s
+        for name in self._t:
+            i = int(np.searchsorted(self._t[name], start, side="left"))
+            if i:
+                self._t[name] = self._t[name][i:]
+                self._x[name] = self._x[name][i:]
