@@ -1,0 +1,66 @@
+"""ONNX Runtime runner: CPU always; CUDA and TensorRT execution providers when this onnxruntime has them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_gmm.errors import ConfigError, MissingDependencyError
+from edge_gmm.runtime.runners.base import Runner
+
+# provider short names -> ORT provider ids, in the order "auto" prefers them
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxrt"
+
+    def __init__(self, bundle, *, precision=None, provider: str = "cpu", threads: int = 0):
+        super().__init__(bundle, precision=precision)
+        if provider != "auto" and provider not in PROVIDERS:
+            raise ConfigError(f"onnxrt runner: unknown provider {provider!r}; choose auto or one of {', '.join(PROVIDERS)}")
+        self.provider = provider
+        self.threads = threads
+        self.session = None
+
+    def _activate_impl(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError("the onnxrt runner needs onnxruntime", hint="pip install 'edge-gmm[device]'") from None
+        available = ort.get_available_providers()
+        if self.provider == "auto":
+            providers = [p for p in PROVIDERS.values() if p in available]
+        else:
+            wanted = PROVIDERS[self.provider]
+            if wanted not in available:
+                raise MissingDependencyError(
+                    f"onnxruntime here has no {wanted} (available: {', '.join(available)})",
+                    hint="install onnxruntime-gpu for CUDA/TensorRT providers, or use --provider cpu",
+                )
+            providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        path = self.bundle.artifact_path(self.precision)
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self._output_names, feed)
+        return dict(zip(self._output_names, values))
+
+    def _deactivate_impl(self) -> None:
+        self.session = None
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(provider=self.provider, threads=self.threads or "default")
+        if self.session is not None:
+            d["providers"] = self.session.get_providers()
+        return d

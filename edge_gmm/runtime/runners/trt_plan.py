@@ -1,0 +1,166 @@
+"""TensorRT build configuration as a pure function: flags, DLA, workspace, timing cache, engine cache key,
+and the equivalent `trtexec` command line. Nothing here imports TensorRT, so it is tested on any machine.
+
+Choices (why):
+- fp32 and fp16 engines are built from the bundle's FP32 ONNX (TensorRT picks fp16 kernels under the FP16
+  flag); int8 engines from the QDQ ONNX (explicit quantization: the scales come from the graph, no calibrator).
+- Layers whose names match `fp32_layers` (the in-graph log-mel frontend: its power spectrum overflows fp16)
+  are pinned to FP32 with "obey precision constraints".
+- An engine is only valid for one GPU model, compute capability, TensorRT version and precision (and the
+  ONNX it came from), so all of them are in the cache key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_gmm.errors import ConfigError
+
+DEFAULT_FP32_LAYERS = ("logmel",)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str  # e.g. "Orin" or "NVIDIA H100 80GB HBM3"
+    compute_capability: str  # e.g. "8.7"
+    tensorrt_version: str  # e.g. "8.6.2" or "10.3.0"
+    dla_cores: int = 0
+
+
+@dataclass(frozen=True)
+class TrtBuildPlan:
+    onnx_path: Path
+    source_precision: str  # which bundle artifact TensorRT parses
+    precision: str
+    flags: tuple[str, ...]  # trt.BuilderFlag names
+    dla_core: int  # -1 = GPU only
+    gpu_fallback: bool
+    workspace_bytes: int
+    timing_cache: Path
+    engine_path: Path
+    cache_key: str
+    fp32_layers: tuple[str, ...] = field(default_factory=tuple)
+    explicit_batch: bool = True
+
+    def trtexec_command(self) -> list[str]:
+        cmd = ["trtexec", f"--onnx={self.onnx_path}", f"--saveEngine={self.engine_path}"]
+        cmd.append(f"--memPoolSize=workspace:{self.workspace_bytes >> 20}M")
+        cmd.append(f"--timingCacheFile={self.timing_cache}")
+        if "FP16" in self.flags:
+            cmd.append("--fp16")
+        if "INT8" in self.flags:
+            cmd.append("--int8")
+        if self.dla_core >= 0:
+            cmd.append(f"--useDLACore={self.dla_core}")
+            if self.gpu_fallback:
+                cmd.append("--allowGPUFallback")
+        if "OBEY_PRECISION_CONSTRAINTS" in self.flags and self.fp32_layers:
+            cmd.append("--precisionConstraints=obey")
+            cmd.append("--layerPrecisions=" + ",".join(f"*{p}*:fp32" for p in self.fp32_layers))
+        return cmd
+
+    def trtexec_line(self) -> str:
+        import shlex
+
+        return " ".join(shlex.quote(c) for c in self.trtexec_command())
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
+
+
+def engine_cache_key(gpu: GpuInfo, precision: str, onnx_sha256: str, dla_core: int = -1) -> str:
+    """`<gpu>-sm<cc>-trt<version>-<precision>[-dla<n>]-<onnx hash prefix>`: one engine per device kind and model."""
+    cc = gpu.compute_capability.replace(".", "")
+    key = f"{_slug(gpu.name)}-sm{cc}-trt{gpu.tensorrt_version}-{precision}"
+    if dla_core >= 0:
+        key += f"-dla{dla_core}"
+    return f"{key}-{onnx_sha256[:12]}"
+
+
+def plan_build(
+    *,
+    artifacts: dict[str, dict],
+    bundle_root: Path,
+    engine_dir: Path,
+    precision: str,
+    gpu: GpuInfo,
+    workspace_mb: int = 1024,
+    dla_core: int = -1,
+    gpu_fallback: bool = True,
+    fp32_layers: tuple[str, ...] = DEFAULT_FP32_LAYERS,
+) -> TrtBuildPlan:
+    """What to build for `precision` on `gpu` from a bundle's `artifacts` (the manifest's table)."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"tensorrt: unknown precision {precision!r}; choose fp32, fp16 or int8")
+    source = "int8" if precision == "int8" else "fp32"
+    if source not in artifacts:
+        raise ConfigError(
+            f"tensorrt: a {precision} engine is built from the bundle's {source} ONNX, which this bundle lacks "
+            f"(it has {', '.join(artifacts)})",
+            hint="export with a target of that precision" if source == "int8" else "export again; every bundle should carry fp32",
+        )
+    flags: list[str] = []
+    if precision == "fp16":
+        flags.append("FP16")
+    if precision == "int8":
+        # explicit quantization: QDQ scales in the graph; FP16 lets the unquantized remainder run in half
+        flags += ["INT8", "FP16"]
+    if dla_core >= 0:
+        if gpu.dla_cores <= dla_core:
+            raise ConfigError(
+                f"tensorrt: DLA core {dla_core} requested but {gpu.name} has {gpu.dla_cores} DLA core(s)",
+                hint="use a target without DLA (dla_core = -1) or a device profile with DLA cores",
+            )
+        if precision == "fp32":
+            raise ConfigError("tensorrt: DLA runs only fp16 or int8; this target asks for fp32 on DLA")
+        if gpu_fallback:
+            flags.append("GPU_FALLBACK")
+    if fp32_layers and "FP16" in flags:
+        flags.append("OBEY_PRECISION_CONSTRAINTS")
+    if workspace_mb <= 0:
+        raise ConfigError(f"tensorrt: workspace_mb must be > 0, got {workspace_mb}")
+    art = artifacts[source]
+    key = engine_cache_key(gpu, precision, art["sha256"], dla_core)
+    return TrtBuildPlan(
+        onnx_path=Path(bundle_root) / art["file"],
+        source_precision=source,
+        precision=precision,
+        flags=tuple(flags),
+        dla_core=dla_core,
+        gpu_fallback=gpu_fallback and dla_core >= 0,
+        workspace_bytes=workspace_mb << 20,
+        timing_cache=Path(engine_dir) / f"timing-{_slug(gpu.name)}-sm{gpu.compute_capability.replace('.', '')}-trt{gpu.tensorrt_version}.cache",
+        engine_path=Path(engine_dir) / f"{key}.engine",
+        cache_key=key,
+        fp32_layers=tuple(fp32_layers) if "FP16" in flags else (),
+    )
+
+
+def plan_for_bundle(bundle, gpu: GpuInfo, *, precision: str | None = None, target=None, profile=None) -> TrtBuildPlan:
+    """Plan from a Bundle, taking workspace/DLA from `target` (ExportTarget) or the bundle's recorded target,
+    and DLA availability from `profile` (DeviceProfile) when the live GPU does not report it."""
+    t = target or bundle.manifest.get("target", {})
+    get = (lambda k, d: getattr(t, k, d)) if not isinstance(t, dict) else (lambda k, d: t.get(k, d))
+    if profile is not None and gpu.dla_cores == 0 and getattr(profile, "dla_cores", 0):
+        gpu = GpuInfo(gpu.name, gpu.compute_capability, gpu.tensorrt_version, profile.dla_cores)
+    return plan_build(
+        artifacts=bundle.manifest["artifacts"],
+        bundle_root=bundle.root,
+        engine_dir=bundle.engine_dir,
+        precision=precision or get("precision", "fp32"),
+        gpu=gpu,
+        workspace_mb=int(get("workspace_mb", 1024)),
+        dla_core=int(get("dla_core", -1)),
+        gpu_fallback=bool(get("gpu_fallback", True)),
+        fp32_layers=tuple(get("fp32_layers", DEFAULT_FP32_LAYERS)),
+    )
+
+
+def gpu_from_profile(profile) -> GpuInfo:
+    """A GpuInfo from a DeviceProfile, for planning off the device (`edge-gmm engine build --dry-run`)."""
+    if not profile.gpu or not profile.tensorrt:
+        raise ConfigError(f"device profile {profile.name!r} names no GPU/TensorRT version; it is not a TensorRT device")
+    return GpuInfo(profile.gpu, profile.compute_capability or "0.0", profile.tensorrt, profile.dla_cores)
