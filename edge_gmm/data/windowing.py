@@ -6,7 +6,7 @@ Rules (docs/dataset-format.md, "Windowing"), shared by both paths through `cut_w
   newest sample. Ends on this fixed grid are what lets the streaming assembler reproduce them.
 - imu / timeseries / audio: the newest T = window.samples(sensor) samples in the window, oldest first; when
   fewer arrived, the oldest is repeated in front. No resampling: clock offsets between sensors stay as
-  recorded. Present (mask 1) when n / T >= min_coverage and no gap (window edges included) exceeds the
+  recorded. Present (mask 1) when (n + 1) / T >= min_coverage (one sample of slack for the edges) and no gap (window edges included) exceeds the
   sensor's stale_after_s.
 - camera: the newest frame in the window, present when it is at most stale_after_s older than the end.
 - A masked modality contributes zeros.
@@ -102,7 +102,8 @@ def cut_window(sensor: SensorSpec, window: WindowSpec, t: np.ndarray, x: np.ndar
             return np.zeros(model_shape(sensor, window), np.float32), False
         return np.ascontiguousarray(np.transpose(x[i1 - 1], (2, 0, 1)), dtype=np.float32), True  # (H,W,3) -> (3,H,W)
     T = window.samples(sensor)
-    present = n > 0 and n / T >= window.min_coverage
+    # One sample of slack: jitter and clock offsets move one sample across a window edge without any loss.
+    present = n > 0 and (n + 1) / T >= window.min_coverage
     if present:
         edges = np.concatenate(([start], t[i0:i1], [end]))
         present = float(np.max(np.diff(edges))) <= sensor.stale_after_s
@@ -228,12 +229,14 @@ def _empty(sensors, window, tasks) -> Windows:
 class StreamingAssembler:
     """Builds the same windows as `window_session` from chunks as they arrive.
 
-    A window is emitted once every stream's clock has passed its end (a sample at or after it arrived), or
-    the stream is stale: the newest sample of any stream is more than stale_after_s ahead of its own.
-    Identity with offline windowing holds when chunks are pushed roughly in time order, i.e. no stream
-    delivers samples later than stale_after_s behind the newest one (a real source does; a stale stream is
-    masked rather than waited for). Samples older than a stream's newest are dropped (counted in `dropped`).
-    `flush()` emits what is left once the input has ended.
+    A window is emitted once every stream's clock has passed its end: a sample at or after the end arrived,
+    or the newest sample of any stream is more than the stream's stale_after_s past the end (the stream is
+    stale; whatever it delivered for the window is used, so it is masked by the usual rules). A missing
+    sensor therefore delays windows by its stale_after_s, and never stops them.
+    Identity with offline windowing holds when every sample is pushed before the newest sample of any stream
+    is more than stale_after_s ahead of it (a live source does; a replay delivering in time order does).
+    Samples older than a stream's newest are dropped (counted in `dropped`). `flush()` emits what is left
+    once the input has ended.
     """
 
     def __init__(self, sensors: list[SensorSpec], window: WindowSpec, origin: float = 0.0):
@@ -283,7 +286,8 @@ class StreamingAssembler:
         now = self.now
         if now < end:
             return False
-        return all(last >= end or now - last > s.stale_after_s for s, last in zip(self.sensors, self._last.values()))
+        # A stream's clock is its newest sample, or now - stale_after_s once it has fallen that far behind.
+        return all(last >= end or now - end > s.stale_after_s for s, last in zip(self.sensors, self._last.values()))
 
     def _emit(self, final: bool):
         out = []
