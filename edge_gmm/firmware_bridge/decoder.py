@@ -95,7 +95,8 @@ class StreamDecoder:
                 self.stats.unsupported += 1
                 self._track_seq(frame.seq)
                 continue
-            self._track_seq(frame.seq)
+            if frame.type != FrameType.COMMAND:  # host -> MCU frames count on the host's own sequence
+                self._track_seq(frame.seq)
             self.stats.frames += 1
             out.append(frame)
         return out
