@@ -1,0 +1,252 @@
+"""Subscriber: receive predictions (and status) of one device or all ('+'), check their sequence numbers.
+
+`SeqTracker` keeps, per device, the set of sequence numbers still missing: a number above the next
+expected one opens a gap; a missing number that arrives late closes it (not a duplicate); a number at or
+below the highest seen that is not missing is a duplicate (QoS 1 is at-least-once). Seq 0 after higher
+numbers means the device started a new sequence (its spool was wiped) and is counted as a reset.
+
+`Subscriber(...).start()`, `wait(n, timeout)`, `collect(n, timeout)`, `stats()`, `devices()`, `stop()`.
+With a `client_id` the session is persistent (clean_start False + expiry): predictions published while
+this subscriber is away (or while the broker restarts) are kept for it by the broker.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from edge_gmm.errors import DataError, DeviceError
+from edge_gmm.mqtt import client as mq
+from edge_gmm.mqtt.topics import parse_topic, topic
+from edge_gmm.mqtt.url import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+MAX_MISSING = 100_000  # per device; beyond it a gap is only counted, not remembered
+
+
+@dataclass
+class SeqTracker:
+    last: int = -1  # highest seq seen
+    received: int = 0
+    duplicates: int = 0
+    late: int = 0  # missing ones that arrived after later ones
+    resets: int = 0
+    missing: set[int] = field(default_factory=set)
+    lost_untracked: int = 0  # gap beyond MAX_MISSING
+
+    @property
+    def gaps(self) -> int:
+        """Sequence numbers skipped and not (yet) received."""
+        return len(self.missing) + self.lost_untracked
+
+    def add(self, seq: int) -> str:
+        """Record one seq; returns 'ok', 'gap', 'late', 'duplicate' or 'reset'."""
+        self.received += 1
+        if seq == self.last + 1:
+            self.last = seq
+            return "ok"
+        if seq > self.last:
+            room = MAX_MISSING - len(self.missing)
+            span = range(self.last + 1, seq)
+            self.missing.update(span[:room] if room < len(span) else span)
+            self.lost_untracked += max(0, len(span) - room)
+            self.last = seq
+            return "gap"
+        if seq in self.missing:
+            self.missing.discard(seq)
+            self.late += 1
+            return "late"
+        if seq == 0:
+            self.last, self.missing, self.lost_untracked = 0, set(), 0
+            self.resets += 1
+            return "reset"
+        self.duplicates += 1
+        return "duplicate"
+
+
+@dataclass
+class DeviceView:
+    """What the live table shows for one device."""
+
+    device_id: str
+    seq: SeqTracker = field(default_factory=SeqTracker)
+    last: dict[str, Any] | None = None  # the latest prediction payload
+    status: dict[str, Any] | None = None  # the latest (retained) status payload
+    received_at: float = 0.0  # time.time() of the latest prediction
+
+
+class Subscriber:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        device: str = "+",
+        *,
+        client_id: str | None = None,
+        validate: bool = False,
+        keep: int = 100_000,
+        on_prediction: Callable[[dict[str, Any], str], None] | None = None,
+    ):
+        self.broker = broker
+        self.device = device
+        self.persistent = client_id is not None
+        self.client_id = client_id or f"edge-gmm-sub-{uuid.uuid4().hex[:10]}"
+        self.validate = validate
+        self.on_prediction = on_prediction  # called in paho's thread with (payload, 'ok'|'gap'|...)
+        self.predictions: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
+        self.invalid = 0
+        self._devices: dict[str, DeviceView] = {}
+        self._cond = threading.Condition()
+        self._received = 0
+        self._client = None
+        self._connected = threading.Event()
+        self._attempted = threading.Event()
+        self._refusal: Any = None
+
+    def start(self, wait_s: float = 5.0) -> "Subscriber":
+        """Connect and subscribe; DeviceError when the broker refuses us or cannot be reached in `wait_s`."""
+        auto = self.broker.protocol == "auto"
+        # an MQTT 3.1.1-only broker refuses MQTT 5, closes, or (amqtt) stays silent: then try 3.1.1
+        self._connect("3.1.1" if self.broker.protocol == "3.1.1" else "5", min(wait_s, 1.5) if auto else wait_s)
+        if auto and not self._connected.is_set() and (self._refusal is None or str(self._refusal) in mq.PROTOCOL_REFUSED):
+            self._drop()
+            self._connect("3.1.1", wait_s)
+        if self._refusal is not None:
+            self._drop()
+            raise mq.refusal_error(self.broker, self._refusal)
+        if not self._connected.is_set():
+            self._drop()
+            raise DeviceError(
+                f"cannot reach the broker at {self.broker.url} within {wait_s:g} s",
+                hint="is the broker running and the host/port right? (edge-gmm run --mqtt embedded starts one)",
+            )
+        return self
+
+    def _connect(self, protocol: str, wait_s: float) -> None:
+        self._attempted.clear()
+        self._refusal = None
+        c = mq.make_client(self.broker, self.client_id, protocol=protocol, persistent=self.persistent)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = lambda *a: self._attempted.set()
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self._client = c
+        try:
+            c.connect(self.broker.host, self.broker.port, **mq.connect_kwargs(protocol, self.persistent, self.broker.keepalive))
+        except OSError as e:
+            self._client = None
+            raise mq.connect_error(self.broker, e) or DeviceError(
+                f"cannot reach the broker at {self.broker.url}: {e.strerror or e}",
+                hint="is the broker running and the host/port right? (edge-gmm run --mqtt embedded starts one)",
+            ) from None
+        c.loop_start()
+        self._attempted.wait(wait_s)
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            self._refusal = reason
+        else:
+            qos = min(self.broker.qos, 1) or 1  # predictions are QoS 1; ask for no less
+            client.subscribe([(topic(self.device, "prediction"), qos), (topic(self.device, "status"), 1)])
+            self._connected.set()
+        self._attempted.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        self._connected.clear()
+        self._attempted.set()  # closed before a CONNACK: an MQTT 3.1.1-only broker does that to MQTT 5
+
+    def _on_message(self, client, userdata, msg) -> None:
+        where = parse_topic(msg.topic)
+        if where is None:
+            return
+        device_id, kind = where
+        try:
+            payload = json.loads(msg.payload)
+            if not isinstance(payload, dict):
+                raise ValueError("not a JSON object")
+            if self.validate:
+                from edge_gmm.mqtt.payload import validate
+
+                validate(kind, payload)
+        except (ValueError, DataError) as e:
+            self.invalid += 1
+            log.warning("%s: invalid payload: %s", msg.topic, e)
+            return
+        with self._cond:
+            view = self._devices.setdefault(device_id, DeviceView(device_id))
+            if kind == "status":
+                view.status = payload
+                return
+            outcome = view.seq.add(int(payload.get("seq", -1)))
+            view.last = payload
+            view.received_at = time.time()
+            self.predictions.append(payload)
+            self._received += 1
+            self._cond.notify_all()
+        if self.on_prediction is not None:
+            try:
+                self.on_prediction(payload, outcome)
+            except Exception:  # a bug in the caller's callback must not stop reception
+                log.exception("on_prediction callback")
+
+    # ------------------------------------------------------------ for callers
+
+    def wait(self, n: int, timeout: float) -> bool:
+        """True once `n` predictions arrived since start (False after `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._received < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def collect(self, n: int, timeout: float) -> list[dict[str, Any]]:
+        """Wait for `n` predictions (at most `timeout` s) and return the ones received, oldest first."""
+        self.wait(n, timeout)
+        with self._cond:
+            return list(self.predictions)[:n]
+
+    def devices(self) -> dict[str, DeviceView]:
+        with self._cond:
+            return dict(self._devices)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            views = list(self._devices.values())
+            return {
+                "received": self._received,
+                "gaps": sum(v.seq.gaps for v in views),
+                "duplicates": sum(v.seq.duplicates for v in views),
+                "late": sum(v.seq.late for v in views),
+                "resets": sum(v.seq.resets for v in views),
+                "invalid": self.invalid,
+                "devices": len([v for v in views if v.last is not None]),
+                "connected": self._connected.is_set(),
+            }
+
+    def stop(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        c, self._client = self._client, None
+        if c is not None:
+            try:
+                c.disconnect()
+            except Exception:  # already gone
+                pass
+            c.loop_stop()
+        self._connected.clear()
+
+    def __enter__(self) -> "Subscriber":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
