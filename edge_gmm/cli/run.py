@@ -1,0 +1,78 @@
+"""`edge-gmm run`: on the device, stream sensors through the bundle's model and publish predictions over MQTT.
+
+    edge-gmm run --bundle bundle/ --sources sources.yaml --mqtt mqtt://broker:1883
+    edge-gmm run --bundle bundle/ --sources replay://data/machine-health --speed max --mqtt none --json
+
+SIGINT/SIGTERM stop it cleanly: the current window finishes, the status goes offline, a final line (or the
+--json summary) reports predictions, drops, sensor states and latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+from edge_gmm.cli.common import add_json, emit
+
+
+def configure(p) -> None:
+    p.add_argument("--bundle", required=True, help="bundle directory or .tar (verified before anything starts)")
+    p.add_argument("--sources", required=True,
+                   help="sources file (YAML/TOML/JSON: modality -> URI) or one URI, e.g. replay://DATASET, synth://machine-health, serial:///dev/ttyACM0")
+    p.add_argument("--mqtt", required=True, help="broker URL (mqtt://host:1883, mqtts://..., embedded) or 'none' for a dry run")
+    p.add_argument("--device-id", default=socket.gethostname(), help="device id in topics and payloads (default: hostname)")
+    p.add_argument("--max-seconds", type=float, default=0.0, help="stop after this many seconds (default: run until stopped)")
+    p.add_argument("--max-windows", type=int, default=0, help="stop after this many predictions")
+    p.add_argument("--speed", default="1", help="replay/synth speed: a factor or 'max' (as fast as inference goes, nothing dropped)")
+    p.add_argument("--runner", default="auto", choices=["auto", "onnxrt", "tensorrt", "torch"],
+                   help="inference backend (auto: TensorRT where importable, else ONNX Runtime)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="artifact to run (default: the bundle's target precision)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
+    p.add_argument("--spool-dir", help="on-disk spool: predictions made while the broker is away are sent later, in order")
+    p.add_argument("--password-file", help="broker password from this file instead of the URL")
+    p.add_argument("--pubkey", help="verify the bundle's ed25519 signature with this public key")
+    p.add_argument("--queue", type=int, default=8, help="windows waiting for inference before the oldest is dropped")
+    p.add_argument("--metrics-every", type=float, default=10.0, help="seconds between metrics messages")
+    p.add_argument("--quiet", action="store_true", help="no log lines on stderr (errors still print)")
+    add_json(p)
+
+
+def run(args) -> int:
+    from edge_gmm.devices.loop import RunSettings, run_device
+    from edge_gmm.devices.sources import parse_speed
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="edge-gmm run: %(message)s")
+    settings = RunSettings(
+        bundle=args.bundle, sources=args.sources, mqtt=args.mqtt, device_id=args.device_id,
+        max_seconds=args.max_seconds, max_windows=args.max_windows, speed=parse_speed(args.speed),
+        runner=args.runner, precision=args.precision, threads=args.threads, spool_dir=args.spool_dir,
+        password_file=args.password_file, pubkey=args.pubkey, queue_windows=args.queue,
+        metrics_every_s=args.metrics_every)
+
+    def install_signals(loop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda num, _frame: loop.request_stop(signal.Signals(num).name))
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = run_device(settings, on_loop=install_signals)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    emit(args, summary, final_line(summary))
+    return 0
+
+
+def final_line(s: dict) -> str:
+    lat = s.get("latency_ms", {})
+    total, infer = lat.get("total", {}), lat.get("infer", {})
+    sensors = " ".join(f"{m}={state}" for m, state in s.get("sensors", {}).items())
+    pub = s.get("publisher") or {}
+    acked = f", {pub.get('acked', 0)} acked, {pub.get('spooled', 0)} spooled" if pub else ""
+    return (f"stopped ({s.get('reason') or 'done'}) after {s.get('uptime_s', 0):.1f} s: {s.get('predictions', 0)} predictions"
+            f"{acked}, {s.get('dropped_windows', 0)} windows dropped; sensors {sensors or '-'}; "
+            f"latency p50/p99 total {total.get('p50', 0):.2f}/{total.get('p99', 0):.2f} ms, "
+            f"infer {infer.get('p50', 0):.2f}/{infer.get('p99', 0):.2f} ms")

@@ -1,0 +1,508 @@
+"""The on-device loop: sources → streaming assembler → bounded window queue → runner → post-processing → publisher.
+
+Threads and queues (every queue bounded, so memory never grows):
+
+    source threads ──chunks──► assembly thread ──windows──► main thread (infer, post-process, publish)
+    (SourceDriver)   (queue)   StreamingAssembler  (DropOldestQueue)
+
+- One host clock (`HostClock`, monotonic seconds) stamps every chunk; payload times are its wall-clock image.
+- The assembler is `edge_gmm.data.windowing.StreamingAssembler`, the same code that cut the training windows.
+  It emits a window every hop of the bundle's window spec; that is the loop's schedule.
+- Sensor state per window: `missing` when its source is not up (never started, down, failed, ended) or the
+  sources file does not feed it; `stale` when its last sample is older than its timeout or the window lacks
+  coverage; else `ok`. Anything not `ok` is masked (mask 0) — the model was trained with absent modalities.
+- Back-pressure: when inference falls behind, the window queue drops its OLDEST window (counted in
+  `dropped_windows`); a lossless source (replay at --speed max) is blocked instead, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_gmm.config import SensorSpec, WindowSpec
+from edge_gmm.devices.postprocess import PostProcessor
+from edge_gmm.devices.sources import HostClock, Source
+from edge_gmm.devices.sources.driver import SourceDriver
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1  # how often idle threads wake up to check for stop and stale sensors
+LATENCY_HISTORY = 2048  # latest samples kept per stage for percentiles
+
+
+@dataclass
+class LoopOptions:
+    device_id: str
+    max_seconds: float = 0.0  # 0 = until stopped (or until every source has ended)
+    max_windows: int = 0  # 0 = no limit
+    queue_windows: int = 8  # windows waiting for inference; beyond this the oldest is dropped
+    chunk_queue: int = 512  # chunks waiting for the assembler
+    metrics_every_s: float = 10.0
+
+
+@dataclass
+class _StateMark:
+    """A source's state change, queued in line with its chunks so windows see states in data order."""
+
+    driver: SourceDriver
+    state: str
+
+
+@dataclass
+class Window:
+    t_end: float  # host clock
+    inputs: dict[str, np.ndarray]  # modality -> model layout without batch axis
+    mask: np.ndarray  # float32[M], mask column order
+    sensors: dict[str, str]  # modality -> ok | stale | missing
+    t_ready: float = field(default_factory=time.perf_counter)
+
+
+class DropOldestQueue:
+    """A bounded FIFO. `put` on a full queue drops the oldest item and counts it, or waits when `block`."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+
+    def put(self, item, *, block: bool = False, stop: threading.Event | None = None) -> None:
+        with self._cond:
+            while block and len(self._items) >= self.maxsize and not (stop and stop.is_set()):
+                self._cond.wait(TICK_S)
+            if len(self._items) >= self.maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get_many(self, n: int, timeout: float) -> list:
+        """Up to `n` items, waiting at most `timeout` for the first."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            out = [self._items.popleft() for _ in range(min(n, len(self._items)))]
+            if out:
+                self._cond.notify_all()
+            return out
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LatencyStats:
+    """Per-stage milliseconds: the latest LATENCY_HISTORY samples for p50/p99, all-time count and max."""
+
+    def __init__(self):
+        self._hist: dict[str, collections.deque] = {}
+        self._max: dict[str, float] = {}
+
+    def add(self, stage: str, ms: float) -> None:
+        self._hist.setdefault(stage, collections.deque(maxlen=LATENCY_HISTORY)).append(ms)
+        self._max[stage] = max(ms, self._max.get(stage, 0.0))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, h in self._hist.items():
+            a = np.fromiter(h, dtype=np.float64)
+            out[stage] = {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
+                          "max": self._max[stage], "n": len(a)}
+        return out
+
+    def values(self, stage: str) -> np.ndarray:
+        return np.fromiter(self._hist.get(stage, ()), dtype=np.float64)
+
+
+class Loop:
+    """Build with everything opened (runner active, sources constructed, publisher started); `run()` blocks.
+
+    `publish(payload)` takes a prediction payload dict; `publish_metrics(values)` a metrics dict; either may
+    be None (a dry run). `payload_fn` builds the prediction payload (mqtt.payload.prediction_payload).
+    """
+
+    def __init__(self, *, sensors: list[SensorSpec], window: WindowSpec, modalities: list[str], runner,
+                 post: PostProcessor, sources: list[Source], timeouts: dict[str, float], model: dict[str, Any],
+                 options: LoopOptions, payload_fn: Callable[..., dict], publish: Callable[[dict], Any] | None,
+                 publish_metrics: Callable[[dict], Any] | None = None, clock: HostClock | None = None):
+        self.sensors = {s.name: s for s in sensors}
+        self.window = window
+        self.modalities = modalities  # mask column order == the model's input order
+        self.runner = runner
+        self.post = post
+        self.model = model
+        self.opt = options
+        self.payload_fn = payload_fn
+        self.publish = publish
+        self.publish_metrics = publish_metrics
+        self.clock = clock or (sources[0].clock if sources else HostClock())
+        self.timeouts = {m: timeouts.get(m, self.sensors[m].stale_after_s) for m in modalities}
+        self.assembler = None  # made at the first chunk, when the window grid's origin is known
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.lossless = any(s.lossless for s in sources)
+        self._chunks: queue.Queue = queue.Queue(maxsize=options.chunk_queue)
+        self.windows = DropOldestQueue(options.queue_windows)
+        self.drivers = [SourceDriver(s, self._sink_for(s), self._on_source_state, self.stop_event) for s in sources]
+        self.fed_by = {m: d for d in self.drivers for m in d.source.modalities}
+        absent = {m for s in sources for m in getattr(s, "absent", [])}
+        for m in absent:
+            self.fed_by.pop(m, None)
+        self.last_t: dict[str, float] = {}  # modality -> newest sample time (assembly thread)
+        self.source_state: dict[SourceDriver, str] = {}  # as of the chunks assembled so far
+        self.last_sensors: dict[str, str] = {}
+        self.latency = LatencyStats()
+        self.counts = collections.Counter()
+        self.batch, self.input_specs = self._input_layout()
+        self._assembly_done = threading.Event()
+        self._grid_lock = threading.Lock()
+        self._checked = False
+        self.started_at = 0.0
+
+    # ------------------------------------------------------------ wiring
+    def _input_layout(self):
+        specs = {t.name: t for t in self.runner.inputs}
+        batch = specs["mask"].shape[0] if "mask" in specs else next(iter(specs.values())).shape[0]
+        return batch, specs
+
+    def _sink_for(self, source: Source):
+        lossless = source.lossless
+
+        def sink(chunk) -> None:
+            if self.assembler is None:
+                self._start_grid(source, chunk)
+            if not lossless:  # a live sensor cannot wait: count what the assembler could not take
+                try:
+                    self._chunks.put_nowait(chunk)
+                except queue.Full:
+                    self.counts["dropped_chunks"] += 1
+                return
+            while not self.stop_event.is_set():  # replay at max speed: wait for room, bounded by stop
+                try:
+                    self._chunks.put(chunk, timeout=TICK_S)
+                    return
+                except queue.Full:
+                    continue
+
+        return sink
+
+    def _start_grid(self, source: Source, chunk) -> None:
+        """Windows end on origin + k * hop. A replay's origin is its session start on the host clock, which
+        puts the grid where training put it; a live source starts the grid at its first sample."""
+        from dataclasses import replace
+
+        from edge_gmm.data.windowing import StreamingAssembler
+
+        with self._grid_lock:
+            if self.assembler is not None:
+                return
+            origin = getattr(source, "origin", None)
+            origin = float(chunk.t[0]) if origin is None else origin
+            # a timeout from the sources file replaces the sensor spec's: the assembler masks by it too
+            specs = [replace(self.sensors[m], timeout_s=self.timeouts[m]) if self.timeouts[m] != self.sensors[m].stale_after_s
+                     else self.sensors[m] for m in self.modalities]
+            self.assembler = StreamingAssembler(specs, self.window, origin=origin)
+
+    def _on_source_state(self, driver: SourceDriver, state: str) -> None:
+        level = logging.WARNING if state in ("down", "failed") else logging.INFO
+        log.log(level, "source %s: %s%s", driver.source.describe(), state, f" ({driver.error})" if driver.error else "")
+        self.counts[f"source_{state}"] += 1
+        while not self.stop_event.is_set():  # never dropped: a lost "down" would leave a dead sensor "ok"
+            try:
+                self._chunks.put(_StateMark(driver, state), timeout=TICK_S)
+                return
+            except queue.Full:
+                continue
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+
+    # ------------------------------------------------------------ sensor states
+    def sensor_state(self, m: str, t_end: float, mask_value: float) -> str:
+        """ok / stale / missing for modality `m` in the window ending at `t_end` (see the module docstring)."""
+        driver = self.fed_by.get(m)
+        state = self.source_state.get(driver) if driver is not None else None
+        if state not in ("up", "ended") or m not in self.last_t:
+            return "missing"
+        behind = t_end - self.last_t[m] > self.timeouts[m]
+        if state == "ended" and behind:  # a replay that finished: gone for good, not late
+            return "missing"
+        return "stale" if behind or mask_value == 0 else "ok"
+
+    # ------------------------------------------------------------ assembly thread
+    def _assemble(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    chunk = self._chunks.get(timeout=TICK_S)
+                except queue.Empty:
+                    if not any(d.is_alive() for d in self.drivers) and self._chunks.empty():
+                        self._emit_ready(final=True)  # every source ended: the windows left in the buffers
+                        return
+                    continue
+                self._push(chunk)
+                for _ in range(64):  # drain what piled up before cutting windows: fewer pop_ready calls
+                    try:
+                        self._push(self._chunks.get_nowait())
+                    except queue.Empty:
+                        break
+                self._emit_ready()
+        except Exception:  # a bug here must stop the loop loudly, not leave it waiting forever
+            log.exception("assembly thread failed")
+            self.request_stop("assembly error")
+        finally:
+            self._assembly_done.set()
+
+    def _push(self, chunk) -> None:
+        if isinstance(chunk, _StateMark):
+            self.source_state[chunk.driver] = chunk.state
+            return
+        if chunk.modality not in self.sensors or len(chunk) == 0:
+            return
+        self.last_t[chunk.modality] = float(chunk.t[-1])
+        self.assembler.push(chunk)
+
+    def _emit_ready(self, final: bool = False) -> None:
+        if self.assembler is None:
+            return
+        ready = self.assembler.flush() if final else self.assembler.pop_ready()
+        for t_end, inputs, mask in ready:
+            mask = np.asarray(mask, dtype=np.float32).copy()
+            states = {m: self.sensor_state(m, t_end, mask[i]) for i, m in enumerate(self.modalities)}
+            for i, m in enumerate(self.modalities):
+                if states[m] != "ok":
+                    mask[i] = 0.0
+            self.counts["windows"] += 1
+            self.last_sensors = states
+            self.windows.put(Window(float(t_end), inputs, mask, states), block=self.lossless, stop=self.stop_event)
+
+    # ------------------------------------------------------------ main thread
+    def run(self) -> dict[str, Any]:
+        """Run until stopped, `max_seconds`, `max_windows`, or every source ended; returns the summary."""
+        self.started_at = time.monotonic()
+        assembly = threading.Thread(target=self._assemble, name="assembly", daemon=True)
+        assembly.start()
+        for d in self.drivers:
+            d.start()
+        next_metrics = self.started_at + self.opt.metrics_every_s
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if self.opt.max_seconds and now - self.started_at >= self.opt.max_seconds:
+                    self.request_stop("max-seconds")
+                    break
+                batch = self.windows.get_many(self.batch, timeout=TICK_S)
+                if batch:
+                    self._process(batch)
+                    if self.opt.max_windows and self.counts["predictions"] >= self.opt.max_windows:
+                        self.request_stop("max-windows")
+                elif self._assembly_done.is_set() and not len(self.windows):
+                    self.request_stop(self.stop_reason or "sources ended")
+                if self.publish_metrics and now >= next_metrics:
+                    self.publish_metrics(self.metrics())
+                    next_metrics = now + self.opt.metrics_every_s
+        finally:
+            self.stop_event.set()
+            for d in self.drivers:
+                d.join(timeout=2.0)
+            assembly.join(timeout=2.0)
+        return self.summary()
+
+    def _feed(self, batch: list[Window]) -> dict[str, np.ndarray]:
+        """Stack windows into the model's static batch; rows past len(batch) stay zero with mask 0."""
+        feed = {}
+        for name, spec in self.input_specs.items():
+            arr = np.zeros(spec.shape, dtype=spec.dtype)  # (B, ...)
+            for i, w in enumerate(batch):
+                arr[i] = w.mask if name == "mask" else w.inputs[name]
+            feed[name] = arr
+        return feed
+
+    def _process(self, batch: list[Window]) -> None:
+        t0 = time.perf_counter()
+        feed = self._feed(batch)
+        t1 = time.perf_counter()
+        outputs = self.runner.infer(feed, check=not self._checked)
+        self._checked = True
+        t2 = time.perf_counter()
+        for row, w in enumerate(batch):
+            tasks = self.post(outputs, row=row)
+            t3 = time.perf_counter()
+            lat = {"queue": (t0 - w.t_ready) * 1e3, "prepare": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
+                   "post": (t3 - t2) * 1e3, "total": (t3 - w.t_ready) * 1e3}
+            payload = self.payload_fn(
+                device_id=self.opt.device_id, window_start=self.clock.to_wall(w.t_end - self.window.length_s),
+                window_end=self.clock.to_wall(w.t_end), model=self.model, tasks=tasks, sensors=w.sensors,
+                latency_ms=lat)
+            if self.publish is not None:
+                self.publish(payload)
+            t4 = time.perf_counter()
+            lat["publish"] = (t4 - t3) * 1e3
+            lat["overhead"] = lat["total"] + lat["publish"] - lat["infer"]  # end-to-end minus inference
+            for stage, ms in lat.items():
+                self.latency.add(stage, ms)
+            self.counts["predictions"] += 1
+            for m, s in w.sensors.items():
+                self.counts[f"{m}:{s}"] += 1
+
+    # ------------------------------------------------------------ reporting
+    def current_sensors(self) -> dict[str, str]:
+        """States in the newest window (all missing before the first)."""
+        return dict(self.last_sensors) if self.last_sensors else {m: "missing" for m in self.modalities}
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "windows": self.counts["windows"],
+            "predictions": self.counts["predictions"],
+            "dropped_windows": self.windows.dropped,
+            "dropped_chunks": self.counts["dropped_chunks"],
+            "queue": len(self.windows),
+            "latency_ms": self.latency.summary(),
+            "sensors": self.current_sensors(),
+            "sources": {d.source.describe(): {"state": d.state, "restarts": d.restarts, "error": d.error}
+                        for d in self.drivers},
+        }
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metrics()
+        m["reason"] = self.stop_reason
+        m["sensor_windows"] = {k: v for k, v in self.counts.items() if ":" in k}
+        return m
+
+
+# ---------------------------------------------------------------- the whole device job
+
+
+@dataclass
+class RunSettings:
+    """What `edge-gmm run` takes (keyword-only, parsed once by the CLI)."""
+
+    bundle: str
+    sources: str
+    mqtt: str  # broker URL, 'embedded', or 'none' (no publishing: a dry run)
+    device_id: str
+    max_seconds: float = 0.0
+    max_windows: int = 0
+    speed: float = 1.0
+    runner: str = "auto"  # auto = tensorrt where importable, else onnxrt
+    precision: str | None = None  # None = the bundle's target precision
+    threads: int = 0  # onnxrt intra-op threads; 0 = its default
+    spool_dir: str | None = None
+    password_file: str | None = None
+    pubkey: str | None = None  # verify the bundle's ed25519 signature with this key
+    queue_windows: int = 8
+    metrics_every_s: float = 10.0
+
+
+RUNNER_PREFERENCE = (("tensorrt", "tensorrt"), ("onnxrt", "onnxruntime"))  # (runner, module it needs), best first
+
+
+def pick_runner(requested: str) -> str:
+    """`auto` → the first runner whose engine is importable on this machine (TensorRT on a Jetson)."""
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    for name, module in RUNNER_PREFERENCE:
+        if importlib.util.find_spec(module) is not None:
+            return name
+    from edge_gmm.errors import MissingDependencyError
+
+    raise MissingDependencyError("no inference engine: neither TensorRT nor onnxruntime is installed",
+                                 hint="pip install 'edge-gmm[device]'")
+
+
+def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | None = None) -> dict[str, Any]:
+    """Verify the bundle, open runner, sources and broker, run the loop; return its summary.
+
+    Order matters: everything the user can get wrong (bundle bytes, sources file, speed, runner) fails
+    before the broker is contacted, so a bad deploy never shows up online.
+    """
+    from edge_gmm.devices.sources import open_source
+    from edge_gmm.devices.sources_file import load_sources
+    from edge_gmm.errors import ConfigError
+    from edge_gmm.mqtt.payload import prediction_payload
+    from edge_gmm.runtime.bundle import Bundle
+    from edge_gmm.runtime.runners import create_runner
+
+    bundle = Bundle.open(settings.bundle)
+    bundle.verify(settings.pubkey)
+    sensors, window = bundle.sensors, bundle.window
+    modalities = list(bundle.manifest.get("modalities") or [s.name for s in sensors])
+    plan = load_sources(settings.sources, sensors)
+    if settings.speed != 1.0:
+        live = [s.uri for s in plan.specs if s.scheme not in ("replay", "synth")]
+        if live:
+            raise ConfigError(f"--speed applies to replay:// and synth:// sources only; {live[0]!r} is live")
+    broker = None
+    if settings.mqtt.lower() != "none":
+        from edge_gmm.mqtt.url import parse_mqtt_url
+
+        broker = parse_mqtt_url(settings.mqtt, password_file=settings.password_file)
+    name = pick_runner(settings.runner)
+    options = {"threads": settings.threads} if name == "onnxrt" and settings.threads else {}
+    runner = create_runner(name, bundle, precision=settings.precision, **options)
+    post = PostProcessor.from_manifest(bundle.manifest)
+    clock = HostClock()
+    sources = [open_source(spec, sensors, clock=clock, speed=settings.speed, align_s=window.hop_s) for spec in plan.specs]
+    model = {"name": bundle.name, "version": str(bundle.manifest["model"].get("version", "")),
+             "precision": runner.precision, "backend": name}
+    opts = LoopOptions(device_id=settings.device_id, max_seconds=settings.max_seconds, max_windows=settings.max_windows,
+                       queue_windows=settings.queue_windows, metrics_every_s=settings.metrics_every_s)
+    with runner:
+        runner.infer(runner.zeros_feed())  # warm-up: first-call allocations stay out of the latency figures
+        publisher = None
+        if broker is not None:
+            from edge_gmm.mqtt.publisher import Publisher
+
+            spool = settings.spool_dir or default_spool_dir(settings.device_id)
+            publisher = Publisher(broker, settings.device_id, spool_dir=spool,
+                                  status_extra={"model": model, "sources": [s.describe() for s in sources]})
+            publisher.start()
+        loop = None
+        try:
+            loop = Loop(sensors=sensors, window=window, modalities=modalities, runner=runner, post=post,
+                        sources=sources, timeouts=plan.timeouts, model=model, options=opts,
+                        payload_fn=prediction_payload,
+                        publish=publisher.publish_prediction if publisher else None,
+                        publish_metrics=publisher.publish_metrics if publisher else None, clock=clock)
+            if on_loop is not None:
+                on_loop(loop)
+            summary = loop.run()
+            summary["model"] = model
+        finally:
+            final = _stop_publisher(publisher, loop) if publisher is not None else None
+        if final is not None:
+            summary["publisher"] = final
+    return summary
+
+
+def default_spool_dir(device_id: str) -> str:
+    """Where predictions wait for the broker: under $XDG_STATE_HOME (survives reboots, unlike /tmp)."""
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "edge-gmm" / "spool" / device_id)
+
+
+def _stop_publisher(publisher, loop: "Loop | None") -> dict[str, Any]:
+    """Final metrics and status (kept retained with the offline state), drain, close; the counts at the end."""
+    if loop is not None:
+        publisher.publish_metrics(loop.metrics())
+        publisher.set_status({"stop_reason": loop.stop_reason, "predictions": loop.counts["predictions"]})
+    before = publisher.stats()
+    publisher.stop()
+    after = publisher.stats()  # counts survive stop(); the spool is closed, so its depth comes from before
+    after["spooled"] = max(0, before["spooled"] - (after["acked"] - before["acked"]))
+    return after
