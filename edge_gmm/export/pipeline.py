@@ -152,7 +152,8 @@ def export_model(
         labels = getattr(eval_windows, "labels", {})
         metrics["fp32"] = {"accuracy": ev.accuracy(out32, labels, tasks), "windows": ev.n_windows(eval_windows),
                            "max_abs_diff_vs_torch": max(diffs.values())}
-        artifacts["fp32"], art_info["fp32"] = fp32, {}
+        logmel_nodes = [n.name for n in proto.graph.node if any(p in n.name for p in target.fp32_layers)]
+        artifacts["fp32"], art_info["fp32"] = fp32, {"fp32_nodes": logmel_nodes}  # TensorRT pins these to FP32
         timings["eval_fp32_s"] = time.perf_counter() - t0
 
         if target.precision == "fp16":
@@ -163,7 +164,7 @@ def export_model(
             agree16 = ev.agreement(out16, out32, tasks)
             metrics["fp16"] = {"accuracy": acc16, "top1_agreement": agree16, "max_abs_diff_vs_fp32": max(ev.max_abs_diff(out16, out32).values())}
             check_quantized("fp16", metrics["fp32"]["accuracy"], acc16, agree16, target.max_accuracy_drop, target.min_top1_agreement)
-            artifacts["fp16"], art_info["fp16"] = half, {"fp32_nodes": [n.name for n in proto.graph.node if any(p in n.name for p in target.fp32_layers)]}
+            artifacts["fp16"], art_info["fp16"] = half, {"fp32_nodes": logmel_nodes}
             log(f"fp16: accuracy {acc16}, agreement {agree16}")
 
         if target.precision == "int8":

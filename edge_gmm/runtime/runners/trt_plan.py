@@ -41,8 +41,8 @@ class TrtBuildPlan:
     timing_cache: Path
     engine_path: Path
     cache_key: str
-    fp32_layers: tuple[str, ...] = field(default_factory=tuple)
-    explicit_batch: bool = True
+    fp32_layers: tuple[str, ...] = field(default_factory=tuple)  # name patterns (the API path matches substrings)
+    fp32_layer_names: tuple[str, ...] = field(default_factory=tuple)  # exact ONNX node names from the manifest
 
     def trtexec_command(self) -> list[str]:
         cmd = ["trtexec", f"--onnx={self.onnx_path}", f"--saveEngine={self.engine_path}"]
@@ -56,9 +56,10 @@ class TrtBuildPlan:
             cmd.append(f"--useDLACore={self.dla_core}")
             if self.gpu_fallback:
                 cmd.append("--allowGPUFallback")
-        if "OBEY_PRECISION_CONSTRAINTS" in self.flags and self.fp32_layers:
-            cmd.append("--precisionConstraints=obey")
-            cmd.append("--layerPrecisions=" + ",".join(f"*{p}*:fp32" for p in self.fp32_layers))
+        if "OBEY_PRECISION_CONSTRAINTS" in self.flags and self.fp32_layer_names:
+            # trtexec takes exact layer names (the ONNX parser names layers after their nodes)
+            names = ",".join(f"{n}:fp32" for n in self.fp32_layer_names)
+            cmd += ["--precisionConstraints=obey", f"--layerPrecisions={names}", f"--layerOutputTypes={names}"]
         return cmd
 
     def trtexec_line(self) -> str:
@@ -136,6 +137,7 @@ def plan_build(
         engine_path=Path(engine_dir) / f"{key}.engine",
         cache_key=key,
         fp32_layers=tuple(fp32_layers) if "FP16" in flags else (),
+        fp32_layer_names=tuple(n for n in art.get("fp32_nodes", []) if any(p in n for p in fp32_layers)) if "FP16" in flags else (),
     )
 
 

@@ -1,0 +1,65 @@
+"""`edge-gmm bundle verify|inspect|keygen`: check a bundle's bytes and signature, show its manifest, make keys."""
+
+from __future__ import annotations
+
+from edge_gmm.cli.common import add_json, emit, table
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    v = sub.add_parser("verify", help="check every artifact's sha256 (and the ed25519 signature with --pubkey); exit 2 naming the file on a mismatch")
+    v.add_argument("bundle", help="bundle directory or .tar")
+    v.add_argument("--pubkey", help="ed25519 public key (PEM); the bundle must be signed by its private half")
+    add_json(v)
+    i = sub.add_parser("inspect", help="print what the bundle holds: model, sensors, I/O, artifacts, metrics, target")
+    i.add_argument("bundle", help="bundle directory or .tar")
+    add_json(i)
+    k = sub.add_parser("keygen", help="make an ed25519 key pair for --sign-key / --pubkey")
+    k.add_argument("--out", required=True, help="directory for NAME.key (private) and NAME.pub")
+    k.add_argument("--name", default="bundle", help="file stem (default: bundle)")
+
+
+def run(args) -> int:
+    from edge_gmm.runtime.bundle import Bundle, generate_keypair
+
+    if args.action == "keygen":
+        priv, pub = generate_keypair(args.out, args.name)
+        print(f"private key: {priv} (keep it off devices)\npublic key:  {pub} (ship it to devices: bundle verify --pubkey)")
+        return 0
+    b = Bundle.open(args.bundle)
+    if args.action == "verify":
+        checked = b.verify(args.pubkey)
+        sig = "signature ok" if args.pubkey else ("signed, signature not checked (no --pubkey)" if b.signed else "unsigned")
+        emit(args, {"ok": True, "bundle": str(args.bundle), "checked": checked, "signature": sig},
+             f"{args.bundle}: ok ({len(checked)} files checked; {sig})")
+        return 0
+    emit(args, b.manifest, _describe(b))
+    return 0
+
+
+def _describe(b) -> str:
+    m = b.manifest
+    model = m["model"]
+    lines = [f"bundle {b.source}: {model['name']} version {model['version']} (preset {model.get('preset', '?')}, "
+             f"{model.get('parameters', '?')} parameters, {model.get('flops', 0) / 1e6:.1f} MFLOP)"]
+    t = m.get("target", {})
+    lines.append(f"target: {t.get('name')} ({t.get('precision')}, batch {t.get('batch')}, opset {t.get('opset')}, "
+                 f"runtime {t.get('runtime')}{', TensorRT ' + t['tensorrt_version'] if t.get('tensorrt_version') else ''})")
+    lines.append("sensors: " + ", ".join(f"{s['name']} ({s['kind']}, {s['rate']:g} Hz, {s.get('channels', 1)} ch)" for s in m["sensors"]))
+    w = m["window"]
+    lines.append(f"window: {w['length_s']} s every {w['hop_s']} s")
+    lines.append("tasks: " + "; ".join(f"{t['name']} ({t['type']}: {', '.join(t.get('labels') or t.get('targets') or [])})" for t in m["tasks"]))
+    lines.append("\ninputs/outputs:")
+    lines.append(table([{"io": side[:-1], "name": x["name"], "shape": "x".join(map(str, x["shape"])), "dtype": x["dtype"]}
+                        for side in ("inputs", "outputs") for x in m[side]]))
+    lines.append("\nartifacts:")
+    rows = []
+    for prec, a in m["artifacts"].items():
+        met = m.get("metrics", {}).get(prec, {})
+        rows.append({"precision": prec, "file": a["file"], "KiB": round(a["bytes"] / 1024, 1), "sha256": a["sha256"][:16] + "…",
+                     "accuracy %": ", ".join(f"{k} {v:.2f}" for k, v in met.get("accuracy", {}).items()) or "-",
+                     "agreement %": ", ".join(f"{100 * v:.2f}" for v in met.get("top1_agreement", {}).values()) or "-"})
+    lines.append(table(rows))
+    lint = m.get("lint", {})
+    lines.append(f"\nlint: {'ok' if lint.get('ok') else 'FAIL'} ({len(lint.get('issues', []))} issues); signed: {'yes' if b.signed else 'no'}")
+    return "\n".join(lines)

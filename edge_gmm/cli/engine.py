@@ -1,0 +1,65 @@
+"""`edge-gmm engine build BUNDLE [--profile P]`: build (or reuse) the TensorRT engine of a bundle on this device.
+
+The engine is cached beside the bundle, keyed by GPU, compute capability, TensorRT version and precision;
+the equivalent `trtexec` command is written next to it. `--dry-run --profile P` prints the plan and the
+trtexec line anywhere, without TensorRT.
+"""
+
+from __future__ import annotations
+
+from edge_gmm.cli.common import add_json, emit
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="build the engine for this GPU (cached beside the bundle)")
+    b.add_argument("bundle", help="bundle directory or .tar")
+    b.add_argument("--profile", help="device profile name or .toml (DLA cores, TensorRT version); default: none")
+    b.add_argument("--precision", help="fp32 | fp16 | int8 (default: the bundle's target precision, adjusted by the profile)")
+    b.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
+    b.add_argument("--dry-run", action="store_true", help="print the build plan and trtexec command without TensorRT (needs --profile)")
+    add_json(b)
+
+
+def run(args) -> int:
+    from edge_gmm.errors import ConfigError
+    from edge_gmm.runtime.bundle import Bundle
+    from edge_gmm.runtime.runners.trt_plan import gpu_from_profile, plan_for_bundle
+
+    bundle = Bundle.open(args.bundle)
+    profile = None
+    precision = args.precision or bundle.default_precision()
+    notes = []
+    if args.profile:
+        from edge_gmm.devices.profiles import load_profile, pick_precision
+
+        profile = load_profile(args.profile)
+        if not args.precision:
+            precision, warning = pick_precision(profile, precision)
+            if warning:
+                notes.append(warning)
+    if args.dry_run:
+        if profile is None:
+            raise ConfigError("--dry-run needs --profile (the GPU and TensorRT version to plan for)")
+        plan = plan_for_bundle(bundle, gpu_from_profile(profile), precision=precision, profile=profile)
+        _emit(args, plan, notes, built=False)
+        return 0
+    from edge_gmm.runtime.runners.tensorrt import ensure_engine, import_tensorrt
+
+    trt, cudart = import_tensorrt()
+    plan, _ = ensure_engine(trt, cudart, bundle, precision=precision, profile=profile, rebuild=args.rebuild)
+    _emit(args, plan, notes, built=True)
+    return 0
+
+
+def _emit(args, plan, notes, built: bool) -> None:
+    data = {
+        "engine": str(plan.engine_path), "cache_key": plan.cache_key, "precision": plan.precision,
+        "source": plan.source_precision, "flags": list(plan.flags), "dla_core": plan.dla_core,
+        "workspace_mb": plan.workspace_bytes >> 20, "timing_cache": str(plan.timing_cache),
+        "trtexec": plan.trtexec_line(), "built": built, "notes": notes,
+    }
+    text = "\n".join([*notes, f"{'engine' if built else 'would build'}: {plan.engine_path}",
+                      f"flags: {', '.join(plan.flags) or 'none (fp32)'}; DLA core: {plan.dla_core if plan.dla_core >= 0 else 'no'}; "
+                      f"workspace {plan.workspace_bytes >> 20} MiB", f"trtexec equivalent:\n  {plan.trtexec_line()}"])
+    emit(args, data, text)
