@@ -177,3 +177,16 @@ def heartbeat_payload(tx_overruns: int) -> bytes:
 
 def log_payload(level: int, text: str) -> bytes:
     return bytes([level & 0xFF]) + text.encode("utf-8")[: MAX_PAYLOAD - 1]
+
+
+# ------------------------------------------------------------------ whole frames, for hosts and tests
+
+
+def descriptor_frame(d: Descriptor, seq: int = 0, t_us: int = 0) -> Frame:
+    return Frame(FrameType.DESCRIPTOR, d.sensor, seq, t_us, payload=descriptor_payload(d))
+
+
+def samples_frame(sensor: int, values, fmt: int = SampleFormat.INT16, seq: int = 0, t_us: int = 0) -> Frame:
+    """values: [count, channels] raw values; t_us = MCU time of the first sample."""
+    payload = samples_payload(values, fmt)
+    return Frame(FrameType.SAMPLES, sensor, seq, t_us, fmt, len(values), payload)
