@@ -3,11 +3,12 @@
 Rules (docs/dataset-format.md, "Windowing"), shared by both paths through `cut_window`:
 - Window k covers [end - length_s, end) with end = origin + k * hop_s (origin = session start = 0.0 on a
   dataset's clock); the first window is the first whose start is >= origin, the last ends at or before the
-  newest sample. Ends on this fixed grid are what lets the streaming assembler reproduce them.
+  newest sample plus one sample period (a 100-sample series at 10 Hz is one 10 s window). Ends on this
+  fixed grid are what lets the streaming assembler reproduce them.
 - imu / timeseries / audio: the newest T = window.samples(sensor) samples in the window, oldest first; when
   fewer arrived, the oldest is repeated in front. No resampling: clock offsets between sensors stay as
-  recorded. Present (mask 1) when (n + 1) / T >= min_coverage (one sample of slack for the edges) and no gap (window edges included) exceeds the
-  sensor's stale_after_s.
+  recorded. Present (mask 1) when (n + 1) / T >= min_coverage (one sample of slack for the edges) and no
+  gap (window edges included) exceeds the sensor's stale_after_s.
 - camera: the newest frame in the window, present when it is at most stale_after_s older than the end.
 - A masked modality contributes zeros.
 - Labels (classification): a session label covers every window; where a task has segments, `majority`
@@ -90,6 +91,14 @@ def window_end(origin: float, k: int, window: WindowSpec) -> float:
     return origin + k * window.hop_s
 
 
+_EPS = 1e-6  # seconds: float slack when comparing a window end with where the data ends
+
+
+def covered_until(sensor: SensorSpec, last_t: float) -> float:
+    """A stream's data reaches one sample period past its last sample (a 100-sample series at 10 Hz covers [0, 10))."""
+    return float(last_t) + 1.0 / sensor.rate
+
+
 def cut_window(sensor: SensorSpec, window: WindowSpec, t: np.ndarray, x: np.ndarray, end: float) -> tuple[np.ndarray, bool]:
     """The window ending at `end` from one stream (t sorted): (value in model layout, present)."""
     start = end - window.length_s
@@ -122,11 +131,11 @@ def cut_window(sensor: SensorSpec, window: WindowSpec, t: np.ndarray, x: np.ndar
 def window_session(session: Session, sensors: list[SensorSpec], window: WindowSpec, tasks: list[TaskSpec] | None = None, origin: float = 0.0) -> Windows:
     """All grid windows of one session, for `sensors` (mask columns in that order)."""
     tasks = tasks or []
-    lasts = [float(session.streams[s.name].t[-1]) for s in sensors if s.name in session.streams and len(session.streams[s.name])]
+    covered = [covered_until(s, session.streams[s.name].t[-1]) for s in sensors if s.name in session.streams and len(session.streams[s.name])]
     ends = []
-    if lasts:
+    if covered:
         k = first_k(window)
-        while (e := window_end(origin, k, window)) <= max(lasts):
+        while (e := window_end(origin, k, window)) <= max(covered) + _EPS:
             ends.append(e)
             k += 1
     W = len(ends)
@@ -279,8 +288,11 @@ class StreamingAssembler:
         return self._emit(final=False)
 
     def flush(self) -> list[tuple[float, dict[str, np.ndarray], np.ndarray]]:
-        """After the last chunk: every remaining window that ends at or before the newest sample."""
+        """After the last chunk: every remaining window that ends at or before the newest sample + one period."""
         return self._emit(final=True)
+
+    def _covered(self) -> float:
+        return max((covered_until(s, last) for s, last in zip(self.sensors, self._last.values())), default=-math.inf)
 
     def _ready(self, end: float) -> bool:
         now = self.now
@@ -294,7 +306,7 @@ class StreamingAssembler:
         self._absorb()
         while True:
             end = window_end(self.origin, self._k, self.window)
-            if not (self.now >= end if final else self._ready(end)):
+            if not (self._covered() + _EPS >= end if final else self._ready(end)):
                 break
             inputs, mask = {}, np.zeros(len(self.sensors), np.float32)
             for j, s in enumerate(self.sensors):

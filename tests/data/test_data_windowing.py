@@ -94,7 +94,7 @@ def test_coverage_below_minimum_masks():
     keep = ~((t >= 1.0) & (t < 2.0) & (np.arange(300) % 4 == 0))  # 75 % coverage in [1, 2)
     s = Session("s", {"x": Stream(t[keep], t[keep, None].astype(np.float32))})
     w = window_session(s, [spec], WindowSpec(1.0, 0.5, min_coverage=0.9))
-    assert dict(zip(w.t_end.tolist(), w.mask[:, 0].tolist())) == {1.0: 1.0, 1.5: 0.0, 2.0: 0.0, 2.5: 0.0}
+    assert dict(zip(w.t_end.tolist(), w.mask[:, 0].tolist())) == {1.0: 1.0, 1.5: 0.0, 2.0: 0.0, 2.5: 0.0, 3.0: 1.0}
     # present windows hold the newest T samples in time order, channels first
     np.testing.assert_array_equal(w.inputs["x"][0, 0], (np.arange(100) / 100.0).astype(np.float32))
 
