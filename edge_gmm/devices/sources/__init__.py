@@ -140,9 +140,9 @@ def parse_speed(value: str | float | None) -> float:
 def open_source(uri: str | SourceSpec, sensors: list[SensorSpec] | dict[str, SensorSpec], *,
                 clock: HostClock | None = None, speed: float = 1.0, align_s: float | None = None) -> Source:
     """Build the source for `uri` feeding `sensors` (the bundle modalities it is responsible for)."""
-    from edge_gmm.devices.sources import live, playback  # noqa: F401  (fill the registry)
-
     spec = uri if isinstance(uri, SourceSpec) else parse_uri(uri)
+    if "modalities" in spec.options and not spec.modalities:  # `?modalities=a,b` on a URI given alone
+        spec.modalities = [m.strip() for m in spec.options.pop("modalities").split(",") if m.strip()]
     table = sensors if isinstance(sensors, dict) else {s.name: s for s in sensors}
     if spec.modalities:
         missing = [m for m in spec.modalities if m not in table]
@@ -152,3 +152,7 @@ def open_source(uri: str | SourceSpec, sensors: list[SensorSpec] | dict[str, Sen
         table = {m: table[m] for m in spec.modalities}
     cls = SOURCES.get(spec.scheme)
     return cls(spec, table, clock or HostClock(), speed=speed, align_s=align_s)
+
+
+# The source kinds register themselves; their engines are imported only when a source opens.
+from edge_gmm.devices.sources import live, playback  # noqa: E402,F401
