@@ -158,6 +158,7 @@ class Loop:
         self.last_t: dict[str, float] = {}  # modality -> newest sample time (assembly thread)
         self.source_state: dict[SourceDriver, str] = {}  # as of the chunks assembled so far
         self.last_sensors: dict[str, str] = {}
+        self._logged_state: dict[SourceDriver, str] = {}
         self.latency = LatencyStats()
         self.counts = collections.Counter()
         self.batch, self.input_specs = self._input_layout()
@@ -211,8 +212,14 @@ class Loop:
             self.assembler = StreamingAssembler(specs, self.window, origin=origin)
 
     def _on_source_state(self, driver: SourceDriver, state: str) -> None:
-        level = logging.WARNING if state in ("down", "failed") else logging.INFO
-        log.log(level, "source %s: %s%s", driver.source.describe(), state, f" ({driver.error})" if driver.error else "")
+        # Log transitions a user cares about; a port that stays away retries quietly (DEBUG).
+        before = self._logged_state.get(driver)
+        quiet = state == "connecting" or (state == "down" and before == "down")
+        if not quiet:
+            error = driver.error.splitlines()[0] if driver.error else ""
+            level = logging.WARNING if state in ("down", "failed") else logging.INFO
+            log.log(level, "source %s: %s%s", driver.source.describe(), state, f" ({error})" if error else "")
+            self._logged_state[driver] = state
         self.counts[f"source_{state}"] += 1
         while not self.stop_event.is_set():  # never dropped: a lost "down" would leave a dead sensor "ok"
             try:
