@@ -1,0 +1,533 @@
+"""`edge-gmm deploy`: the steps, each printed and each safe to repeat, and the rollback when the new loop fails.
+
+    1 check device     arch, Python, disk, L4T/JetPack/TensorRT, edge-gmm, current release, service state
+    2 device package   install/upgrade edge-gmm[device] from a wheel built here, when missing or older
+    3 upload           bundle -> staging/<release> (skipped when releases/<release> exists)
+    4 verify           `edge-gmm bundle verify` ON the device; refused -> staging removed, nothing switched
+    5 engine           `edge-gmm engine build` on the device when the profile has TensorRT
+    6 switch           previous -> old current, current -> releases/<release> (ln -s + mv -T: atomic)
+    7 service          env file (0600) + systemd unit or supervisor; restart
+    8 wait             the retained status shows the new model online; else roll back and say why
+
+Redeploying the same bundle with the same settings to a running service changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edge_gmm import __version__
+from edge_gmm.devices.deploy import remote
+from edge_gmm.devices.deploy.local import LocalBundle, build_wheel, version_tuple, wheel_command
+from edge_gmm.devices.deploy.remote import Layout, edge_gmm_cli, python_module, q, switch_link
+from edge_gmm.devices.deploy.target import SshTarget
+from edge_gmm.devices.deploy.unit import ServiceSpec, fingerprint, render_env, render_unit
+from edge_gmm.errors import ConfigError, DeviceError
+
+SUPERVISOR = "edge_gmm.devices.deploy.supervisor"
+STEPS = ("check device", "device package", "upload", "verify on device", "engine", "switch", "service", "wait for status")
+_ARCH = {"arm64": "aarch64", "amd64": "x86_64"}
+_RUNNING = ("active", "running")
+_DEAD = ("failed", "dead", "exited", "stopped", "inactive")
+
+
+@dataclass
+class DeployOptions:
+    bundle: str
+    host: str
+    profile: str
+    mqtt: str
+    sources: str
+    device_id: str | None = None
+    identity: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    remote_python: str = "python3"
+    remote_home: str | None = None
+    systemd: bool = True
+    service: str = "edge-gmm"
+    pubkey: str | None = None
+    status_mqtt: str | None = None
+    wait: bool = True
+    timeout: float = 90.0
+    run_args: list[str] = field(default_factory=list)
+    wheel: str | None = None
+    dry_run: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class DeployResult:
+    host: str
+    device_id: str
+    release: str
+    model: dict
+    previous: str | None = None
+    noop: bool = False
+    rolled_back: bool = False
+    steps: list[dict] = field(default_factory=list)
+    status: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Deployer:
+    def __init__(self, opts: DeployOptions, *, log: Callable[[str], None] = print, transport=None):
+        from edge_gmm.devices.profiles import load_profile, profile_file
+
+        self.o = opts
+        self.log = log
+        self.target = SshTarget.parse(opts.host)
+        self.profile = load_profile(opts.profile)
+        self.profile_path = profile_file(opts.profile)
+        self.bundle = LocalBundle.open(opts.bundle)
+        self.t = transport or self._transport()
+        self.facts: dict = {}
+        self.result = DeployResult(str(self.target), opts.device_id or "", self.bundle.release,
+                                   {"name": self.bundle.name, "version": self.bundle.version})  # fmt: skip
+        self._step_no = 0
+        self._watcher = None
+
+    def _transport(self):
+        from edge_gmm.devices.deploy.ssh import DryRunTransport, SshTransport
+
+        if self.o.dry_run:
+            return DryRunTransport(self.target, log=self.log)
+        return SshTransport(
+            self.target,
+            identity=self.o.identity,
+            known_hosts=self.o.known_hosts,
+            accept_new_host_key=self.o.accept_new_host_key,
+            log=self.log,
+            verbose=self.o.verbose,
+        )
+
+    # ------------------------------------------------------------ printing
+    def step(self, title: str, detail: str = "") -> None:
+        self._step_no += 1
+        self._current = {"step": title, "detail": detail, "t0": time.monotonic()}
+        self.log(f"[{self._step_no}/{len(STEPS)}] {title}" + (f": {detail}" if detail else ""))
+
+    def done(self, outcome: str, detail: str = "") -> None:
+        cur = self._current
+        self.result.steps.append(
+            {"step": cur["step"], "outcome": outcome, "detail": detail, "seconds": round(time.monotonic() - cur["t0"], 3)}
+        )
+        if detail:
+            self.log(f"      {outcome}: {detail}")
+
+    # ------------------------------------------------------------ the run
+    def run(self) -> DeployResult:
+        dry = " (dry run: nothing is executed)" if self.o.dry_run else ""
+        self.log(f"deploy {self.bundle.name} {self.bundle.version} -> {self.target} as {self.bundle.release}{dry}")
+        if self.o.dry_run:
+            self.log(f"  every remote command runs as: {self.t.describe()} '<command>'")
+        try:
+            self._check()
+            self._package()
+            spec, env_text, env_shown, unit_text, fp = self._service_definition()
+            if self._is_noop(fp):
+                for title in STEPS[2:]:
+                    self.step(title)
+                    self.done("unchanged", "already done")
+                self.log(f"{self.bundle.release} is already deployed and running on {self.target}: nothing to do")
+                self.result.noop = True
+                return self.result
+            new_in_staging = self._upload()
+            self._verify(new_in_staging)
+            self._engine()
+            self._switch()
+            try:
+                self._service(spec, env_text, env_shown, unit_text)
+                self._wait(fp)
+            except DeviceError as e:
+                if self.o.dry_run:
+                    raise
+                self._rollback(str(e).split("\n  hint:")[0])
+            return self.result
+        finally:
+            if self._watcher is not None:
+                self._watcher.stop()
+            self.t.close()
+
+    # ------------------------------------------------------------ 1 check
+    def _check(self) -> None:
+        self.step(STEPS[0], f"{self.target} with profile {self.profile.name}")
+        self.t.connect()
+        if self.o.dry_run:
+            self.t.run(f"{q(self.o.remote_python)} - {q(self.o.remote_home or '')} {q(self.o.service)} {self._mode()}")
+            self.log("    |   (the device probe script is piped on stdin; a fresh device is assumed below)")
+            if self.o.verbose:
+                for line in remote.PROBE_SCRIPT.strip().splitlines():
+                    self.log(f"    |   {line}")
+            home = self.o.remote_home or ("/root" if self.target.user == "root" else f"/home/{self.target.user}") + "/edge-gmm"
+            self.facts = {"arch": self.profile.arch, "executable": self.o.remote_python, "home": home, "edge_gmm": None,
+                          "edge_gmm_cli": None, "current": None, "previous": None, "releases": [], "deployed": None,
+                          "root": self.target.user == "root", "systemd": self.o.systemd, "hostname": self.target.host,
+                          "user": self.target.user, "service_state": "inactive"}  # fmt: skip
+            self._finish_facts()
+            self.done("assumed", f"home {home}")
+            return
+        self.facts = self._probe()
+        f = self.facts
+        arch = _ARCH.get(f["arch"], f["arch"])
+        if arch != self.profile.arch:
+            raise DeviceError(
+                f"{self.target} is {arch} but profile {self.profile.name} is for {self.profile.arch}",
+                hint="pick the profile of this device (`edge-gmm devices list`)",
+            )
+        if version_tuple(f["python"]) < (3, 10):
+            raise DeviceError(
+                f"{self.target}: {f['executable']} is Python {f['python']}; edge-gmm needs 3.10 or newer",
+                hint="install a newer Python on the device (e.g. a conda/venv) and pass --remote-python PATH",
+            )
+        need_mb = int(self.bundle.size_mb() * 2) + 100
+        if f["disk_free_mb"] < need_mb:
+            raise DeviceError(f"{self.target}: {f['disk_free_mb']} MB free under {f['home']}, deploy needs {need_mb} MB")
+        from edge_gmm.devices.profiles import has_tensorrt
+
+        if has_tensorrt(self.profile) and not f["tensorrt"]:
+            raise DeviceError(
+                f"{self.target}: profile {self.profile.name} builds a TensorRT engine, but `import tensorrt` fails in {f['executable']}",
+                hint="on a Jetson make the venv with --system-site-packages so JetPack's TensorRT is visible, or pick a CPU profile",
+            )
+        if self.o.systemd and not f["systemd"]:
+            raise DeviceError(f"{self.target}: no systemd on the device", hint="rerun with --no-systemd to use the supervisor")
+        if self.o.systemd and not f["root"] and not f["sudo"]:
+            raise DeviceError(f"{self.target}: installing a systemd unit needs root or sudo", hint="or use --no-systemd")
+        self._finish_facts()
+        bits = [arch, f"Python {f['python']}", f"{f['disk_free_mb'] / 1024:.1f} GB free"]
+        bits += [f"L4T {f['l4t']}"] if f["l4t"] else []
+        bits += [f"TensorRT {f['tensorrt']}"] if f["tensorrt"] else []
+        bits += [f"edge-gmm {f['edge_gmm']}" if f["edge_gmm"] else "edge-gmm not installed"]
+        bits += [f"current {f['current']}" if f["current"] else "no release yet", f"service {f['service_state']}"]
+        self.done("ok", ", ".join(bits))
+
+    def _probe(self) -> dict:
+        res = self.t.run(
+            f"{q(self.o.remote_python)} - {q(self.o.remote_home or '')} {q(self.o.service)} {self._mode()}",
+            input=remote.PROBE_SCRIPT.encode(),
+            check=False,
+            what="device probe",
+        )
+        if res.rc == 127:
+            raise DeviceError(f"{self.target}: {self.o.remote_python} not found on the device", hint="pass --remote-python PATH")
+        try:
+            return json.loads(res.out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise DeviceError(f"{self.target}: the device probe failed: {(res.err or res.out).strip()[-300:]}") from None
+
+    def _finish_facts(self) -> None:
+        f = self.facts
+        self.layout = Layout(f["home"], self.o.service)
+        self.python = f["executable"]
+        self.sudo = "" if f["root"] else "sudo -n "
+        if not self.result.device_id:
+            from edge_gmm.mqtt.topics import check_device_id
+
+            host = f["hostname"] or self.target.host
+            is_address = ":" in host or host.replace(".", "").isdigit()
+            self.result.device_id = check_device_id(host.replace(".", "-").replace(":", "-") if is_address else host.split(".")[0])
+
+    def _mode(self) -> str:
+        return "systemd" if self.o.systemd else "supervisor"
+
+    # ------------------------------------------------------------ 2 package
+    def _package(self) -> None:
+        have = self.facts.get("edge_gmm")
+        self.step(STEPS[1])
+        if have and version_tuple(have) >= version_tuple(__version__):
+            self.done("ok", f"edge-gmm {have} already installed ({self.python})")
+            return
+        why = f"upgrading {have} -> {__version__}" if have else f"installing edge-gmm {__version__}[device]"
+        self.log(f"      {why}")
+        if self.o.dry_run:
+            wheel_name = Path(self.o.wheel).name if self.o.wheel else f"edge_gmm-{__version__}-py3-none-any.whl"
+            self.log(f"    (local) $ {' '.join(wheel_command('WHEEL_DIR'))}")
+            wheel_remote = f"{self.layout.wheels}/{wheel_name}"
+            self.log(f"    > upload {wheel_name} -> {wheel_remote}")
+        else:
+            wheel = build_wheel(self.o.wheel)
+            wheel_remote = f"{self.layout.wheels}/{wheel.name}"
+            self.t.put_bytes(wheel.read_bytes(), wheel_remote)
+        self.t.run(
+            f"{q(self.python)} -m pip install --upgrade {q(wheel_remote + '[device]')}", timeout=1800, what="pip install"
+        )
+        if not self.o.dry_run:
+            self.facts = self._probe()
+            self._finish_facts()
+            if not self.facts["edge_gmm"]:
+                raise DeviceError(f"{self.target}: edge-gmm still not importable by {self.python} after pip install")
+        self.done("installed", why)
+
+    # ------------------------------------------------------------ service definition and no-op test
+    def _service_definition(self):
+        f = self.facts
+        launcher = [f["edge_gmm_cli"]] if f.get("edge_gmm_cli") else [self.python, "-m", "edge_gmm.cli.main"]
+        sources = self.o.sources
+        if not (Path(sources).is_file() or "://" in sources or sources.startswith(("/", "pty:"))):
+            raise ConfigError(
+                f"--sources {sources}: no such file here, and not a source URI",
+                hint="give a local sources file (it is uploaded), a URI such as synth://machine-health, or an absolute path on the device",
+            )
+        if Path(sources).is_file():
+            sources = f"{self.layout.config}/sources{Path(sources).suffix or '.yaml'}"
+        extra = list(self.o.run_args)
+        from edge_gmm.devices.profiles import pick_precision
+
+        precision, warning = pick_precision(self.profile, self.bundle.precision)
+        self._precision = precision
+        if warning:
+            self.log(f"warning: {warning}")
+            if precision in self.bundle.precisions and "--precision" not in extra:
+                extra += ["--precision", precision]
+        env_file = f"/etc/edge-gmm/{self.o.service}.env" if self.o.systemd else f"{self.layout.config}/{self.o.service}.env"
+        spec = ServiceSpec(
+            device_id=self.result.device_id,
+            home=self.layout.home,
+            launcher=launcher,
+            sources=sources,
+            user=f["user"],
+            model=f"{self.bundle.name} {self.bundle.version}",
+            service=self.o.service,
+            env_file=env_file,
+            extra_args=extra,
+        )
+        env_text, env_shown = render_env(spec, self.o.mqtt)
+        unit_text = render_unit(spec) if self.o.systemd else ""
+        sources_bytes = Path(self.o.sources).read_bytes() if Path(self.o.sources).is_file() else b""
+        fp = fingerprint(self.bundle.release, spec.run_argv(), env_text, unit_text, self._mode(), sources_bytes.hex())
+        return spec, env_text, env_shown, unit_text, fp
+
+    def _is_noop(self, fp: str) -> bool:
+        f = self.facts
+        deployed = f.get("deployed") or {}
+        return (
+            f.get("current") == f"releases/{self.bundle.release}"
+            and deployed.get("fingerprint") == fp
+            and f.get("service_state") in _RUNNING
+        )
+
+    # ------------------------------------------------------------ 3 upload, 4 verify, 5 engine
+    def _upload(self) -> bool:
+        rel = self.bundle.release
+        self.step(STEPS[2], f"{self.bundle.path} ({self.bundle.size_mb():.1f} MB)")
+        if rel in self.facts.get("releases", []):
+            self.done("skipped", f"already on the device: {self.layout.release(rel)}")
+            return False
+        self.t.put_tree(self.bundle.root, self.layout.staging(rel), self.bundle.files())
+        self.done("uploaded", f"{len(self.bundle.files())} files -> {self.layout.staging(rel)}")
+        return True
+
+    def _verify(self, in_staging: bool) -> None:
+        rel = self.bundle.release
+        where = self.layout.staging(rel) if in_staging else self.layout.release(rel)
+        self.step(STEPS[3], f"sha256{' and signature' if self.o.pubkey else ''} with the device's `edge-gmm bundle verify`")
+        args = ["bundle", "verify", where]
+        if self.o.pubkey:
+            key_remote = f"{self.layout.config}/bundle.pub"
+            self.t.put_bytes(Path(self.o.pubkey).read_bytes(), key_remote)
+            args += ["--pubkey", key_remote]
+        res = self.t.run(edge_gmm_cli(self.python, *args), check=False, what="bundle verify")
+        if res.rc != 0:
+            msg = (res.err or res.out).strip().splitlines()
+            reason = next((m for m in msg if "error:" in m), msg[-1] if msg else f"exit {res.rc}")
+            reason = reason.split("error:", 1)[-1].strip()
+            cleanup = f"rm -rf {q(where)}"
+            self.t.run(cleanup, check=False, what="remove refused upload")
+            running = self.facts.get("current") or "no release"
+            raise DeviceError(
+                f"the device refused the bundle: {reason}; nothing was switched ({running} keeps running)",
+                hint="export the bundle again (or check --pubkey) and redeploy",
+            )
+        if in_staging:
+            self.t.run(
+                f"mkdir -p {q(self.layout.home + '/releases')} && rm -rf {q(self.layout.release(rel))} && "
+                f"mv -T {q(where)} {q(self.layout.release(rel))}",
+                what="move verified release into place",
+            )
+        self.done("ok", f"verified on the device: {self.layout.release(rel)}")
+
+    def _engine(self) -> None:
+        from edge_gmm.devices.profiles import has_tensorrt
+
+        self.step(STEPS[4])
+        profile_remote = f"{self.layout.config}/device-profile.toml"
+        self.t.put_bytes(self.profile_path.read_bytes(), profile_remote)
+        if not has_tensorrt(self.profile):
+            self.done("skipped", f"profile {self.profile.name} runs ONNX Runtime (no TensorRT)")
+            return
+        cmd = edge_gmm_cli(self.python, "engine", "build", self.layout.release(self.bundle.release), "--profile", profile_remote)
+        res = self.t.run(cmd, check=False, timeout=3600, what="engine build")
+        if res.rc != 0:
+            msg = (res.err or res.out).strip().splitlines()
+            raise DeviceError(
+                f"TensorRT engine build failed on the device: {msg[-1] if msg else f'exit {res.rc}'}; nothing was switched",
+                hint=f"run it there to see everything: {cmd}",
+            )
+        self.done("built", (res.out.strip().splitlines() or [""])[-1])
+
+    # ------------------------------------------------------------ 6 switch
+    def _switch(self) -> None:
+        rel = f"releases/{self.bundle.release}"
+        self.step(STEPS[5])
+        self._old_current, self._old_previous = self.facts.get("current"), self.facts.get("previous")
+        self.result.previous = self._old_current
+        if self._old_current == rel:
+            self.done("unchanged", f"current -> {rel}")
+            return
+        cmds = []
+        if self._old_current:
+            cmds.append(switch_link(self.layout.home, "previous", self._old_current))
+        cmds.append(switch_link(self.layout.home, "current", rel))
+        self.t.run(" && ".join(cmds), what="switch current")
+        self.done("switched", f"current -> {rel}" + (f", previous -> {self._old_current}" if self._old_current else ""))
+
+    # ------------------------------------------------------------ 7 service, 8 wait
+    def _service(self, spec: ServiceSpec, env_text: str, env_shown: str, unit_text: str) -> None:
+        self.step(STEPS[6], "systemd unit" if self.o.systemd else "supervisor (--no-systemd)")
+        if Path(self.o.sources).is_file():
+            self.t.put_bytes(Path(self.o.sources).read_bytes(), spec.sources)
+        self.spec = spec
+        if self.o.systemd:
+            staged_env = f"{self.layout.config}/{self.o.service}.env"
+            staged_unit = f"{self.layout.config}/{self.o.service}.service"
+            self.t.put_bytes(env_text.encode(), staged_env, mode=0o600, shown=env_shown)
+            self.t.put_bytes(unit_text.encode(), staged_unit)
+            unit_path = f"/etc/systemd/system/{self.o.service}.service"
+            s = self.sudo
+            self.t.run(
+                f"{s}mkdir -p /etc/edge-gmm && {s}install -m 0600 -o root -g root {q(staged_env)} {q(spec.env_file)} && "
+                f"rm -f {q(staged_env)} && {s}install -m 0644 -o root -g root {q(staged_unit)} {q(unit_path)} && "
+                f"{s}systemctl daemon-reload && {s}systemctl enable {q(self.o.service)}",
+                what="install systemd unit",
+            )
+        else:
+            self.t.put_bytes(env_text.encode(), spec.env_file, mode=0o600, shown=env_shown)
+        self._start_watcher()
+        self._restart()
+        self.done("restarted", f"{self.o.service} ({'systemd' if self.o.systemd else 'supervisor, pid file in ' + self.layout.run_dir})")
+
+    def _restart(self) -> None:
+        self._mark = self._watcher.mark() if self._watcher else 0
+        if self.o.systemd:
+            s, name = self.sudo, q(self.o.service)
+            # reset-failed: a unit that hit its start limit refuses a plain restart
+            self.t.run(f"{s}systemctl reset-failed {name}; {s}systemctl restart {name}", check=False, what="restart service")
+            return
+        self.t.run(
+            python_module(
+                self.python, SUPERVISOR, "restart", "--run-dir", self.layout.run_dir, "--name", self.o.service,
+                "--env-file", self.spec.env_file, "--log", self.layout.log, "--", *self.spec.run_argv(),
+            ),
+            check=False,
+            what="restart supervisor",
+        )  # fmt: skip
+
+    def _start_watcher(self) -> None:
+        if not self.o.wait or self.o.dry_run or self._watcher is not None:
+            return
+        from edge_gmm.devices.deploy.status import StatusWatcher
+
+        self._watcher = StatusWatcher(self.o.status_mqtt or self.o.mqtt, self.result.device_id).start()
+
+    def _service_failure(self) -> str | None:
+        """Why the new loop failed to start, or None while it may still come up.
+
+        A loop that exits with an error before its status ever said online has failed to start: restarting it
+        (systemd Restart=on-failure, the supervisor) rarely fixes that, so the wait ends at the first crash.
+        """
+        if self.o.systemd:
+            res = self.t.run(
+                f"systemctl show {q(self.o.service)} -p ActiveState -p NRestarts -p ExecMainStatus", check=False
+            )
+            props = dict(line.split("=", 1) for line in res.out.splitlines() if "=" in line)
+            code = props.get("ExecMainStatus", "0")
+            if props.get("ActiveState") in ("failed", "inactive") or props.get("NRestarts", "0") not in ("", "0"):
+                return f"the loop exited with code {code} before reporting online (service {props.get('ActiveState')})"
+            return None
+        res = self.t.run(
+            python_module(self.python, SUPERVISOR, "status", "--run-dir", self.layout.run_dir, "--name", self.o.service),
+            check=False,
+        )
+        try:
+            state = json.loads(res.out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+        if state.get("state") in _DEAD or state.get("last_exit") not in (None, 0):
+            return f"the loop exited with code {state.get('last_exit')} before reporting online ({state.get('state')})"
+        return None
+
+    def _log_tail(self, lines: int = 12) -> str:
+        if self.o.systemd:
+            cmd = f"{self.sudo}journalctl -u {q(self.o.service)} -n {lines} --no-pager -o cat"
+        else:
+            cmd = f"tail -n {lines} {q(self.layout.log)}"
+        return self.t.run(cmd, check=False).out.rstrip()
+
+    def _wait(self, fp: str) -> None:
+        self.step(STEPS[7], f"edge-gmm/v1/{self.result.device_id}/status online with {self.bundle.name} {self.bundle.version}")
+        if self.o.wait and not self.o.dry_run:
+            status, why = self._watcher.wait_for(
+                self.bundle.name, self.bundle.version, timeout=self.o.timeout, since=self._mark, abort=self._service_failure
+            )
+            if why:
+                raise DeviceError(why)
+            self.result.status = status
+        state = {"release": self.bundle.release, "name": self.bundle.name, "version": self.bundle.version,
+                 "fingerprint": fp, "mode": self._mode(), "deployed_at": time.time()}  # fmt: skip
+        self.t.put_bytes(json.dumps(state).encode(), self.layout.deployed_state)
+        self.done("online" if self.result.status else "started", f"{self.bundle.release} runs on {self.target}")
+
+    # ------------------------------------------------------------ rollback
+    def _rollback(self, reason: str) -> None:
+        tail = self._log_tail()
+        old = self._old_current
+        self.log(f"rollback: {reason}")
+        came_back = ""
+        if old and old != f"releases/{self.bundle.release}":
+            cmds = [switch_link(self.layout.home, "current", old)]
+            cmds.append(
+                switch_link(self.layout.home, "previous", self._old_previous)
+                if self._old_previous
+                else f"rm -f {q(self.layout.previous)}"
+            )
+            self.t.run(" && ".join(cmds), what="rollback switch")
+            self._restart()
+            back = (self.facts.get("deployed") or {})
+            if self._watcher and back.get("name"):
+                status, why = self._watcher.wait_for(
+                    back["name"], str(back.get("version")), timeout=min(self.o.timeout, 60), since=self._mark,
+                    abort=self._service_failure,
+                )  # fmt: skip
+                came_back = "; it is online again" if not why else f"; but it did not come back either: {why}"
+                if not why:
+                    self.t.put_bytes(json.dumps(back).encode(), self.layout.deployed_state)
+            where = f"rolled back to {old}{came_back}"
+        else:
+            self._stop_service()
+            self.t.run(f"rm -f {q(self.layout.current)}", check=False)
+            where = "no previous release to roll back to: the service is stopped"
+        self.result.rolled_back = True
+        raise DeviceError(
+            f"deploy of {self.bundle.release} failed: {reason}; {where}",
+            hint="last lines of the loop's log:\n" + ("\n".join("    " + l for l in tail.splitlines()) or "    (empty)"),
+        )
+
+    def _stop_service(self) -> None:
+        if self.o.systemd:
+            self.t.run(f"{self.sudo}systemctl stop {q(self.o.service)}", check=False)
+        else:
+            self.t.run(
+                python_module(self.python, SUPERVISOR, "stop", "--run-dir", self.layout.run_dir, "--name", self.o.service),
+                check=False,
+            )
+
+
+def deploy(opts: DeployOptions, *, log: Callable[[str], None] = print) -> DeployResult:
+    return Deployer(opts, log=log).run()

@@ -1,0 +1,136 @@
+"""What deploy runs on the device: the probe script, the remote directory layout, and shell command builders.
+
+The probe is plain Python piped to the device's interpreter (`python3 - ARGS`), so it works before edge-gmm
+is installed there; it prints one JSON object with what the later steps decide on.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+# argv: [home or "", service name, mode ("systemd" | "supervisor")]
+PROBE_SCRIPT = r'''
+import json, os, platform, shutil, subprocess, sys, getpass
+home_arg, service, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+home = os.path.abspath(os.path.expanduser(home_arg or os.environ.get("EDGE_GMM_HOME") or "~/edge-gmm"))
+info = {"arch": platform.machine(), "python": platform.python_version(), "executable": sys.executable,
+        "home": home, "user": getpass.getuser(), "root": os.geteuid() == 0, "hostname": platform.node(),
+        "sudo": bool(shutil.which("sudo")), "systemd": os.path.isdir("/run/systemd/system"),
+        "tegrastats": bool(shutil.which("tegrastats"))}
+probe = home
+while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+info["disk_free_mb"] = shutil.disk_usage(probe).free // (1 << 20)
+try:
+    import edge_gmm
+    info["edge_gmm"] = edge_gmm.__version__
+except Exception:
+    info["edge_gmm"] = None
+cli = os.path.join(os.path.dirname(sys.executable), "edge-gmm")
+info["edge_gmm_cli"] = cli if os.access(cli, os.X_OK) else None
+try:
+    first = open("/etc/nv_tegra_release").readline()  # "# R36 (release), REVISION: 4.3, ..."
+    major = first.split("R", 1)[1].split()[0]
+    rev = first.split("REVISION:", 1)[1].split(",")[0].strip()
+    info["l4t"] = major + "." + rev
+except Exception:
+    info["l4t"] = None
+try:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10)
+    info["jetpack"] = (out.stdout.split("-")[0] or None) if out.returncode == 0 else None
+except Exception:
+    info["jetpack"] = None
+try:
+    import tensorrt
+    info["tensorrt"] = tensorrt.__version__
+except Exception:
+    info["tensorrt"] = None
+def link(name):
+    try:
+        return os.readlink(os.path.join(home, name))
+    except OSError:
+        return None
+info["current"], info["previous"] = link("current"), link("previous")
+try:
+    info["releases"] = sorted(os.listdir(os.path.join(home, "releases")))
+except OSError:
+    info["releases"] = []
+try:
+    info["deployed"] = json.load(open(os.path.join(home, "state", "deployed.json")))
+except Exception:
+    info["deployed"] = None
+state = "inactive"
+if mode == "systemd" and info["systemd"]:
+    out = subprocess.run(["systemctl", "is-active", service], capture_output=True, text=True, timeout=10)
+    state = out.stdout.strip() or "inactive"
+elif info["edge_gmm"]:
+    try:
+        from edge_gmm.devices.deploy.supervisor import Paths, read_state
+        state = read_state(Paths(os.path.join(home, "run"), service)).get("state", "inactive")
+    except Exception as e:
+        state = "unknown (%s)" % e
+info["service_state"] = state
+print(json.dumps(info))
+'''
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The remote tree under the base directory (EDGE_GMM_HOME, default ~/edge-gmm)."""
+
+    home: str
+    service: str = "edge-gmm"
+
+    def release(self, name: str) -> str:
+        return f"{self.home}/releases/{name}"
+
+    def staging(self, name: str) -> str:
+        return f"{self.home}/staging/{name}"
+
+    @property
+    def current(self) -> str:
+        return f"{self.home}/current"
+
+    @property
+    def previous(self) -> str:
+        return f"{self.home}/previous"
+
+    @property
+    def config(self) -> str:
+        return f"{self.home}/config"
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.home}/run"
+
+    @property
+    def log(self) -> str:
+        return f"{self.home}/logs/{self.service}.log"
+
+    @property
+    def deployed_state(self) -> str:
+        return f"{self.home}/state/deployed.json"
+
+    @property
+    def wheels(self) -> str:
+        return f"{self.home}/wheels"
+
+
+def q(s: str) -> str:
+    return shlex.quote(s)
+
+
+def switch_link(home: str, link: str, target_rel: str) -> str:
+    """Point HOME/link at target_rel atomically: a new symlink renamed over the old one (rename(2) is atomic)."""
+    tmp = f"{home}/.{link}.tmp"
+    return f"ln -sfn {q(target_rel)} {q(tmp)} && mv -T {q(tmp)} {q(f'{home}/{link}')}"
+
+
+def python_module(python: str, module: str, *args: str) -> str:
+    return " ".join([q(python), "-m", module, *(q(a) for a in args)])
+
+
+def edge_gmm_cli(python: str, *args: str) -> str:
+    """The device's CLI through its Python (works when the console script is not on PATH)."""
+    return python_module(python, "edge_gmm.cli.main", *args)
