@@ -43,8 +43,12 @@ def make_dataset(out: Path, sessions: int = 2, seconds: float = 4.0) -> Path:
 
 
 def make_bundle(out: Path, sensors=None, window: WindowSpec | None = None, *, batch: int = 1,
-                postprocess: dict | None = None, seed: int = 0) -> Path:
-    """A real bundle (manifest + sha256 + ONNX) whose model is a fixed linear fingerprint of its inputs."""
+                postprocess: dict | None = None, seed: int = 0, heavy: int = 0) -> Path:
+    """A real bundle (manifest + sha256 + ONNX) whose model is a fixed linear fingerprint of its inputs.
+
+    `heavy` > 0 adds that many (512 x 512) @ (512 x 512) products to every inference (~0.27 GFLOP each),
+    feeding the logits with a negligible weight so no optimizer can drop them: a genuinely slow model.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -73,6 +77,18 @@ def make_bundle(out: Path, sensors=None, window: WindowSpec | None = None, *, ba
         helper.make_node("Add", ["from_mask", "from_data"], ["logits_state"]),
         helper.make_node("Identity", ["masked"], ["embedding"]),
     ]
+    if heavy:
+        inits.append(numpy_helper.from_array((rng.normal(size=(512, 512)) / 512 ** 0.5).astype(np.float32), "W"))
+        inits.append(numpy_helper.from_array(np.array([1e-9], np.float32), "tiny"))
+        nodes[-2] = helper.make_node("Add", ["from_mask", "from_data"], ["logits_base"])
+        nodes.append(helper.make_node("ReduceMean", ["means"], ["level"], keepdims=0))  # scalar from the inputs
+        nodes.append(helper.make_node("Mul", ["W", "level"], ["h0"]))
+        for i in range(heavy):  # (512, 512) @ (512, 512), tanh
+            nodes.append(helper.make_node("MatMul", [f"h{i}", "W"], [f"p{i}"]))
+            nodes.append(helper.make_node("Tanh", [f"p{i}"], [f"h{i + 1}"]))
+        nodes.append(helper.make_node("ReduceMean", [f"h{heavy}"], ["busy"], keepdims=0))
+        nodes.append(helper.make_node("Mul", ["busy", "tiny"], ["busy_tiny"]))
+        nodes.append(helper.make_node("Add", ["logits_base", "busy_tiny"], ["logits_state"]))
     inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, shapes[m]) for m in names]
     inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, (batch, M)))
     outputs = [helper.make_tensor_value_info("logits_state", TensorProto.FLOAT, (batch, K)),

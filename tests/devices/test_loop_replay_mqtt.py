@@ -77,11 +77,12 @@ def test_a_tampered_bundle_exits_2_before_contacting_the_broker(small_dataset, t
 
 def test_sigterm_stops_cleanly_with_a_final_status(mosquitto, small_dataset, tiny_bundle, tmp_path):  # noqa: F811
     sub = MqttSub(mosquitto.port, "edge-gmm/v1/dev2/prediction")
+    metrics = MqttSub(mosquitto.port, "edge-gmm/v1/dev2/metrics")
     time.sleep(0.3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_gmm.cli.main", "run", "--bundle", str(tiny_bundle), "--sources",
          f"replay://{small_dataset}?loop=1", "--mqtt", mosquitto.url, "--device-id", "dev2", "--speed", "4",
-         "--spool-dir", str(tmp_path / "spool"), "--json"],
+         "--spool-dir", str(tmp_path / "spool"), "--metrics-every", "0.3", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 20
     while len(sub.messages) < 3 and time.monotonic() < deadline and proc.poll() is None:
@@ -101,3 +102,10 @@ def test_sigterm_stops_cleanly_with_a_final_status(mosquitto, small_dataset, tin
     assert final["model"]["name"] == "fingerprint"
     time.sleep(0.3)
     assert len(sub.stop()) == summary["predictions"]
+    periodic = [p for _, p in metrics.stop()]
+    assert len(periodic) >= 2  # periodic, plus the final one at shutdown
+    for p in periodic:
+        validate("metrics", p)
+    last = periodic[-1]
+    assert last["predictions"] == summary["predictions"] and set(last["sensors"]) == {"imu", "audio", "camera", "env"}
+    assert {"infer", "total", "overhead"} <= set(last["latency_ms"]) and "dropped_windows" in last
