@@ -100,3 +100,16 @@ def validate(kind: str, payload: dict[str, Any]) -> None:
         e = errors[0]
         where = "/".join(str(p) for p in e.path) or "(top level)"
         raise DataError(f"{kind} payload: {where}: {e.message}")
+
+
+def example_prediction(device_id: str = "jetson-01") -> dict[str, Any]:
+    """A realistic prediction payload (without seq/ts) for docs, benchmarks, tests and demos."""
+    return prediction_payload(
+        device_id=device_id,
+        window_start=1_790_000_000.0,
+        window_end=1_790_000_001.0,
+        model={"name": "fusion-student", "version": "1", "precision": "int8", "backend": "tensorrt"},
+        tasks={"activity": {"label": "walking", "score": 0.93, "scores": {"walking": 0.93, "running": 0.05, "idle": 0.02}}},
+        sensors={"imu": "ok", "audio": "ok", "camera": "stale"},
+        latency_ms={"assemble": 0.31, "infer": 2.7, "post": 0.05, "total": 3.1},
+    )

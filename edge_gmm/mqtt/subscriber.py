@@ -105,7 +105,7 @@ class Subscriber:
         self._cond = threading.Condition()
         self._received = 0
         self._client = None
-        self._connected = threading.Event()
+        self._connected = threading.Event()  # connected and subscribed (SUBACK received)
         self._attempted = threading.Event()
         self._refusal: Any = None
 
@@ -136,6 +136,7 @@ class Subscriber:
         c.on_connect_fail = lambda *a: self._attempted.set()
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
         try:
             c.connect(self.broker.host, self.broker.port, **mq.connect_kwargs(protocol, self.persistent, self.broker.keepalive))
@@ -154,6 +155,13 @@ class Subscriber:
         else:
             qos = min(self.broker.qos, 1) or 1  # predictions are QoS 1; ask for no less
             client.subscribe([(topic(self.device, "prediction"), qos), (topic(self.device, "status"), 1)])
+            return  # _attempted is set on SUBACK: start() returns once nothing can be missed any more
+        self._attempted.set()
+
+    def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
+        if any(r.is_failure for r in reasons):
+            self._refusal = f"subscription refused: {', '.join(str(r) for r in reasons)}"
+        else:
             self._connected.set()
         self._attempted.set()
 
