@@ -1,0 +1,65 @@
+"""`edge-gmm subscribe` for scripts (--json, --count, --timeout) and its seq gap/duplicate report."""
+
+import json
+import subprocess
+import threading
+import time
+
+from edge_gmm.mqtt.payload import example_prediction
+from edge_gmm.mqtt.publisher import Publisher
+from edge_gmm.mqtt.subscriber import SeqTracker
+from edge_gmm.mqtt.url import parse_mqtt_url
+from conftest import free_port
+
+
+def test_json_count_prints_exactly_n_valid_lines(mosquitto, tmp_path, cli):
+    pub = Publisher(parse_mqtt_url(mosquitto.url), "dev1", spool_dir=tmp_path / "spool").start()
+
+    def later():
+        time.sleep(0.5)  # the CLI is subscribed by then
+        for _ in range(8):
+            pub.publish_prediction(example_prediction("dev1"))
+
+    threading.Thread(target=later).start()
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--device", "dev1", "--json", "--count", "5",
+                         "--timeout", "10", "--validate")
+    pub.stop()
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 5
+    assert [json.loads(x)["seq"] for x in lines] == [0, 1, 2, 3, 4]
+
+
+def test_gaps_and_duplicates_are_reported(mosquitto, cli):
+    def send():
+        time.sleep(0.5)
+        for seq in (0, 1, 3, 3, 4):
+            body = json.dumps({**example_prediction("devx"), "seq": seq, "ts": 1.0})
+            subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", "edge-gmm/v1/devx/prediction",
+                            "-m", body], check=True)
+
+    threading.Thread(target=send).start()
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--count", "5", "--timeout", "10")
+    assert code == 0
+    assert "devx  seq 3" in out and "[gap]" in out and "[duplicate]" in out
+    assert "1 missing (gaps), 1 duplicates" in err
+
+
+def test_timeout_before_count_exits_1(mosquitto, cli):
+    t0 = time.monotonic()
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--count", "3", "--timeout", "1")
+    assert code == 1 and "timeout: 0 of 3" in err
+    assert time.monotonic() - t0 < 4
+
+
+def test_no_broker_exits_2_with_a_hint(cli):
+    code, out, err = cli("subscribe", "--mqtt", f"mqtt://127.0.0.1:{free_port()}", "--timeout", "1")
+    assert code == 2 and "cannot reach the broker" in err and "Traceback" not in err
+
+
+def test_seq_tracker_tells_gaps_late_arrivals_duplicates_and_resets():
+    t = SeqTracker()
+    assert [t.add(s) for s in (0, 1, 4)] == ["ok", "ok", "gap"]
+    assert t.gaps == 2
+    assert t.add(2) == "late" and t.gaps == 1  # a resend filling the gap is not a duplicate
+    assert t.add(4) == "duplicate" and t.duplicates == 1
+    assert t.add(0) == "reset" and t.gaps == 0 and t.add(1) == "ok"
