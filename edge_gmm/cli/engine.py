@@ -28,7 +28,8 @@ def run(args) -> int:
 
     bundle = Bundle.open(args.bundle)
     profile = None
-    precision = args.precision or bundle.default_precision()
+    # fp16 engines are built from the FP32 ONNX, so the target's precision counts, not which artifacts exist
+    precision = args.precision or bundle.manifest.get("target", {}).get("precision") or bundle.default_precision()
     notes = []
     if args.profile:
         from edge_gmm.devices.profiles import load_profile, pick_precision

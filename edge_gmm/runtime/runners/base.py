@@ -17,11 +17,12 @@ from edge_gmm.runtime.bundle import Bundle, TensorSpec
 
 class Runner:
     name = "base"
+    needs_artifact = True  # runs the bundle's ONNX of exactly this precision (TensorRT/torch derive their own)
 
     def __init__(self, bundle: Bundle | str | Path, *, precision: str | None = None):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        self.precision = precision or self.bundle.default_precision()
-        if self.precision not in self.bundle.precisions and self.name != "torch":
+        self.precision = precision or self.default_precision()
+        if self.needs_artifact:
             self.bundle.artifact_path(self.precision)  # raises BundleError listing what exists
         self.inputs: list[TensorSpec] = self.bundle.inputs
         self.outputs: list[TensorSpec] = self.bundle.outputs
@@ -80,6 +81,9 @@ class Runner:
                     f"{self.name} runner: input {name!r} has dtype {arr.dtype}, the model expects {spec.dtype}",
                     hint=f"convert with arr.astype(np.{spec.dtype})",
                 )
+
+    def default_precision(self) -> str:
+        return self.bundle.default_precision()
 
     def zeros_feed(self) -> dict[str, np.ndarray]:
         """A valid feed of zeros with every modality marked present (for warm-up and benchmarks)."""

@@ -123,6 +123,10 @@ def ensure_engine(trt, cudart, bundle, *, precision: str, target=None, profile=N
 
 class TensorRTRunner(Runner):
     name = "tensorrt"
+    needs_artifact = False  # fp16 engines come from the FP32 ONNX (see trt_plan)
+
+    def default_precision(self) -> str:
+        return self.bundle.manifest.get("target", {}).get("precision") or self.bundle.default_precision()
 
     def __init__(self, bundle, *, precision=None, device: int = 0, target=None, profile=None, rebuild: bool = False):
         super().__init__(bundle, precision=precision)

@@ -15,6 +15,7 @@ from edge_gmm.runtime.runners.base import Runner
 
 class TorchRunner(Runner):
     name = "torch"
+    needs_artifact = False  # runs the checkpoint, not an ONNX artifact
 
     def __init__(self, bundle, *, precision=None, module=None, run_dir: str | Path | None = None, device: str = "cpu",
                  threads: int = 0, compile: str = ""):

@@ -119,11 +119,13 @@ def plan_build(
             raise ConfigError("tensorrt: DLA runs only fp16 or int8; this target asks for fp32 on DLA")
         if gpu_fallback:
             flags.append("GPU_FALLBACK")
-    if fp32_layers and "FP16" in flags:
-        flags.append("OBEY_PRECISION_CONSTRAINTS")
     if workspace_mb <= 0:
         raise ConfigError(f"tensorrt: workspace_mb must be > 0, got {workspace_mb}")
     art = artifacts[source]
+    # exact node names when export recorded them; otherwise the patterns alone (matched on layer names)
+    names = tuple(n for n in art["fp32_nodes"] if any(p in n for p in fp32_layers)) if "fp32_nodes" in art else None
+    if "FP16" in flags and fp32_layers and (names is None or names):
+        flags.append("OBEY_PRECISION_CONSTRAINTS")
     key = engine_cache_key(gpu, precision, art["sha256"], dla_core)
     return TrtBuildPlan(
         onnx_path=Path(bundle_root) / art["file"],
@@ -137,7 +139,7 @@ def plan_build(
         engine_path=Path(engine_dir) / f"{key}.engine",
         cache_key=key,
         fp32_layers=tuple(fp32_layers) if "FP16" in flags else (),
-        fp32_layer_names=tuple(n for n in art.get("fp32_nodes", []) if any(p in n for p in fp32_layers)) if "FP16" in flags else (),
+        fp32_layer_names=(names or ()) if "FP16" in flags else (),
     )
 
 
