@@ -3,8 +3,9 @@
 The MCU clock is a u32 microsecond counter that wraps every ~71.6 minutes and runs a little fast or
 slow (crystal drift, tens of ppm). `McuClock.unwrap` extends it to 64 bits; sync points (MCU time at
 send, host time at arrival) feed a fit host = a * mcu + b. Arrival = send + a non-negative delay, so
-the slope comes from least squares over recent points and the intercept from the lower envelope
-(the least-delayed point), which is where the true offset lies.
+both come from the lower envelope of the points: the slope joins the least-delayed point of the older
+half of the window to that of the newer half, the intercept sits on the least-delayed point. A point
+that arrives late (host stalled, bytes backlogged) therefore moves nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 WRAP = 1 << 32
 HALF = 1 << 31
 MAX_DRIFT = 1e-3  # a slope beyond 1 +- 1000 ppm is noise in the fit, not a real crystal
-REANCHOR_S = 0.25  # a sync point this far off the fit means the MCU clock jumped (reset): start over
+EARLY_S = 0.25  # a point this much EARLIER than the fit allows: the fit was built on stale (backlogged) points
+RESET_S = 5.0  # a point this much later than the fit: the MCU clock restarted (reset), not a slow link
 
 
 class McuClock:
@@ -45,7 +47,8 @@ class McuClock:
     def observe(self, mcu_us: int, host_s: float) -> None:
         """A sync point: MCU time `mcu_us` (unwrapped) was sent and arrived at host time `host_s`."""
         m = mcu_us * 1e-6
-        if self.intercept is not None and abs(host_s - self.to_host(mcu_us)) > REANCHOR_S:
+        residual = host_s - self.to_host(mcu_us) if self.intercept is not None else 0.0
+        if residual < -EARLY_S or residual > RESET_S:
             self._points.clear()
             self.slope, self.intercept = 1.0, None
             self.reanchors += 1
@@ -66,11 +69,14 @@ class McuClock:
         return (self.slope - 1.0) * 1e6
 
     def _fit(self) -> None:
-        pts = np.asarray(self._points)  # (K, 2)
+        pts = np.asarray(self._points)  # (K, 2): mcu_s, host_s
         m, h = pts[:, 0], pts[:, 1]
         slope = 1.0
-        if len(pts) >= 3 and m[-1] - m[0] >= self._min_span:
-            mc = m - m.mean()
-            slope = float(np.clip((mc @ (h - h.mean())) / (mc @ mc), 1 - MAX_DRIFT, 1 + MAX_DRIFT))
+        if len(pts) >= 6 and m.max() - m.min() >= self._min_span:
+            order = np.argsort(m)
+            old, new = order[: len(order) // 2], order[len(order) // 2 :]
+            i, j = old[np.argmin(h[old] - m[old])], new[np.argmin(h[new] - m[new])]
+            if m[j] - m[i] >= self._min_span / 2:
+                slope = float(np.clip((h[j] - h[i]) / (m[j] - m[i]), 1 - MAX_DRIFT, 1 + MAX_DRIFT))
         self.slope = slope
         self.intercept = float(np.min(h - slope * m))

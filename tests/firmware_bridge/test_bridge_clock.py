@@ -36,3 +36,14 @@ def test_reanchors_when_the_mcu_clock_jumps():
     c.observe(1_000, 101.0)  # MCU rebooted: its clock restarted
     assert c.reanchors == 1
     assert abs(c.to_host(1_000) - 101.0) < 1e-9
+
+
+def test_a_late_sync_point_moves_nothing_and_an_early_one_reanchors():
+    c = McuClock()
+    for k in range(20):
+        c.observe(k * 500_000, 50.0 + k * 0.5 + 0.001)
+    before = c.to_host(10_000_000)
+    c.observe(10_000_000, 60.001 + 0.8)  # the host stalled for 0.8 s before reading this one
+    assert abs(c.to_host(10_000_000) - before) < 1e-6 and c.reanchors == 0
+    c.observe(10_500_000, 60.501 - 0.5)  # impossible unless the earlier points were stale: start over
+    assert c.reanchors == 1 and abs(c.to_host(10_500_000) - 60.001) < 1e-9

@@ -113,3 +113,31 @@ def test_pty_with_faults_unplug_and_wrapping_clock(tmp_path):
     # samples lost while unplugged show as time gaps, not as a clock that jumped by 71 minutes
     assert step.max() < 2.0
     assert sum(len(c) for c in by["imu"]) > 300
+
+
+def test_socket_emulator_obeys_set_rate_and_stamps_samples_near_arrival():
+    from edge_gmm.firmware_bridge.protocol import Command
+    from edge_gmm.firmware_bridge.transports import SocketTransport
+
+    tr = SocketTransport("127.0.0.1", 0)
+    mcu = VirtualMcu(synthetic_feeds("imbalance", 3, 3.0), tr)
+    stop = threading.Event()
+    th = threading.Thread(target=mcu.run, kwargs={"seconds": 6.0, "stop_event": stop})
+    th.start()
+    r = open_bridge(tr.port).start()
+    try:
+        got = collect(r, lambda g: len(r.sensors()) == 2 and sum(len(c) for c in g if c.modality == "imu") >= 200)
+        lag = [time.monotonic() - c.t[-1] for c in r.chunks(timeout=0.2)]
+        assert {s.name: s.rate for s in r.sensors()} == {"imu": 200.0, "env": 10.0}
+        assert len(got) and max(lag) < 0.25  # the last sample of a chunk is stamped close to when it came in
+        assert r.send_command(Command.SET_RATE, sensor=1, value=100.0)
+        collect(r, lambda g: {s.name: s.rate for s in r.sensors()}.get("imu") == 100.0, timeout=3)
+        assert {s.name: s.rate for s in r.sensors()}["imu"] == 100.0
+        after = collect(r, lambda g: sum(len(c) for c in g if c.modality == "imu") >= 60, timeout=3)
+        t = np.concatenate([c.t for c in after if c.modality == "imu"])
+        assert np.median(np.diff(t)) == pytest.approx(0.01, rel=0.01)
+    finally:
+        stop.set()
+        r.stop()
+        th.join()
+        tr.close()
