@@ -205,9 +205,10 @@ class MachineHealth:
         c = self.camera_size
         yy, xx = np.mgrid[0:c, 0:c] / c  # (H, W) in [0, 1)
         body = ((yy - 0.58) / 0.3) ** 2 + ((xx - 0.5) / 0.38) ** 2 < 1
-        base = 0.2 + 0.35 * body + 0.08 * (((yy - 0.58) / 0.08) ** 2 + ((xx - 0.12) / 0.1) ** 2 < 1)  # motor + shaft end
-        spot = np.exp(-(((yy - 0.3) / 0.07) ** 2 + ((xx - 0.74) / 0.07) ** 2))
-        heat = base + (0.35 * st.severity * spot if fault else 0.0)
+        box = (np.abs(yy - 0.27) < 0.07) & (np.abs(xx - 0.72) < 0.1)  # terminal box on top of the motor
+        base = 0.2 + 0.35 * body + 0.2 * box + 0.08 * (((yy - 0.58) / 0.08) ** 2 + ((xx - 0.12) / 0.1) ** 2 < 1)
+        spot = np.exp(-(((yy - 0.27) / 0.07) ** 2 + ((xx - 0.72) / 0.08) ** 2))
+        heat = base + (0.4 * st.severity * spot if fault else 0.0)
         frames = np.empty((tau.size, c, c), dtype=np.float64)
         for i in range(tau.size):  # ~5 frames per second: a loop is cheap and reads clearly
             dy, dx = rng.integers(-1, 2, size=2)  # camera shake
