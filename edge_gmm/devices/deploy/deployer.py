@@ -226,6 +226,13 @@ class Deployer:
         f = self.facts
         self.layout = Layout(f["home"], self.o.service)
         self.python = f["executable"]
+        # the device's `edge-gmm` command (what the unit's ExecStart runs); a dry run shows it unresolved
+        self.cli = f.get("edge_gmm_cli") or "edge-gmm"
+        if f.get("edge_gmm") and not f.get("edge_gmm_cli") and not self.o.dry_run:
+            raise DeviceError(
+                f"{self.target}: edge_gmm is importable by {self.python} but its `edge-gmm` command was not found",
+                hint=f"reinstall it there: {self.python} -m pip install --force-reinstall 'edge-gmm[device]'",
+            )
         self.sudo = "" if f["root"] else "sudo -n "
         if not self.result.device_id:
             from edge_gmm.mqtt.topics import check_device_id
@@ -268,7 +275,7 @@ class Deployer:
     # ------------------------------------------------------------ service definition and no-op test
     def _service_definition(self):
         f = self.facts
-        launcher = [f["edge_gmm_cli"]] if f.get("edge_gmm_cli") else [self.python, "-m", "edge_gmm.cli.main"]
+        launcher = [self.cli]
         sources = self.o.sources
         if not (Path(sources).is_file() or "://" in sources or sources.startswith(("/", "pty:"))):
             raise ConfigError(
@@ -333,7 +340,7 @@ class Deployer:
             key_remote = f"{self.layout.config}/bundle.pub"
             self.t.put_bytes(Path(self.o.pubkey).read_bytes(), key_remote)
             args += ["--pubkey", key_remote]
-        res = self.t.run(edge_gmm_cli(self.python, *args), check=False, what="bundle verify")
+        res = self.t.run(edge_gmm_cli(self.cli, *args), check=False, what="bundle verify")
         if res.rc != 0:
             msg = (res.err or res.out).strip().splitlines()
             reason = next((m for m in msg if "error:" in m), msg[-1] if msg else f"exit {res.rc}")
@@ -362,7 +369,7 @@ class Deployer:
         if not has_tensorrt(self.profile):
             self.done("skipped", f"profile {self.profile.name} runs ONNX Runtime (no TensorRT)")
             return
-        cmd = edge_gmm_cli(self.python, "engine", "build", self.layout.release(self.bundle.release), "--profile", profile_remote)
+        cmd = edge_gmm_cli(self.cli, "engine", "build", self.layout.release(self.bundle.release), "--profile", profile_remote)
         res = self.t.run(cmd, check=False, timeout=3600, what="engine build")
         if res.rc != 0:
             msg = (res.err or res.out).strip().splitlines()

@@ -27,8 +27,10 @@ try:
     info["edge_gmm"] = edge_gmm.__version__
 except Exception:
     info["edge_gmm"] = None
-cli = os.path.join(os.path.dirname(sys.executable), "edge-gmm")
-info["edge_gmm_cli"] = cli if os.access(cli, os.X_OK) else None
+# the console script pip made: next to the interpreter (venv), in ~/.local/bin (--user), or on PATH
+candidates = [os.path.join(os.path.dirname(sys.executable), "edge-gmm"), os.path.expanduser("~/.local/bin/edge-gmm"),
+              shutil.which("edge-gmm") or ""]
+info["edge_gmm_cli"] = next((c for c in candidates if c and os.access(c, os.X_OK)), None) if info["edge_gmm"] else None
 try:
     first = open("/etc/nv_tegra_release").readline()  # "# R36 (release), REVISION: 4.3, ..."
     major = first.split("R", 1)[1].split()[0]
@@ -131,6 +133,6 @@ def python_module(python: str, module: str, *args: str) -> str:
     return " ".join([q(python), "-m", module, *(q(a) for a in args)])
 
 
-def edge_gmm_cli(python: str, *args: str) -> str:
-    """The device's CLI through its Python (works when the console script is not on PATH)."""
-    return python_module(python, "edge_gmm.cli.main", *args)
+def edge_gmm_cli(cli: str, *args: str) -> str:
+    """A command line of the device's `edge-gmm` console script."""
+    return " ".join([q(cli), *(q(a) for a in args)])

@@ -98,6 +98,13 @@ def read_state(paths: Paths) -> dict:
     return state
 
 
+def _raw_state(paths: Paths) -> str:
+    try:
+        return json.loads(paths.state.read_text()).get("state", "")
+    except (OSError, ValueError):
+        return ""
+
+
 def _write_state(paths: Paths, **state) -> None:
     tmp = paths.state.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({**state, "updated": time.time()}))
@@ -188,7 +195,7 @@ def start(paths: Paths, argv: list[str], env_file: str | None, log_path: Path) -
     _write_state(paths, state="starting", pid=None, child_pid=None, restarts=0, last_exit=None)
     if os.fork() > 0:  # the caller: wait (bounded) until the daemon has written its pid file
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and read_pid(paths) is None:
+        while time.monotonic() < deadline and read_pid(paths) is None and _raw_state(paths) == "starting":
             time.sleep(0.05)
         state = read_state(paths)
         print(json.dumps(state))

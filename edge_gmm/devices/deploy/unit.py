@@ -19,7 +19,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "devices" / "systemd"
 UNIT_TEMPLATE = "edge-gmm.service.in"
 ENV_TEMPLATE = "edge-gmm.env.in"
 _FIELD = re.compile(r"\{\{(\w+)\}\}")
-_SAFE_ARG = re.compile(r"[\w@+=:,./${}-]+")
+_SAFE_ARG = re.compile(r"[\w@%+=:,./${}-]+")
 
 
 @dataclass
