@@ -61,6 +61,8 @@ class Publisher:
         self._client = None
         self._protocol = "3.1.1" if broker.protocol == "3.1.1" else "5"
         self._cond = threading.Condition()
+        self._idle = False  # the pump waits on _cond: only then do producers pay for a notify
+        self._publish_lock = threading.Lock()  # seq assignment + spool append, atomic across callers
         self._acks: collections.deque[int] = collections.deque()  # mids from on_publish (paho thread)
         self._extra_out: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
         self._inflight: dict[int, int] = {}  # mid -> seq (or _NOT_PREDICTION); pump thread only
@@ -161,12 +163,19 @@ class Publisher:
         spool = self._spool
         if spool is None:
             raise DeviceError("publisher: publish_prediction() before start() or after stop()")
-        with self._cond:
+        with self._publish_lock:
             seq = spool.next_seq
             spool.append(seq, self._topic, encode({**payload, "seq": seq, "ts": time.time()}))
             self._counts["published"] += 1
-            self._cond.notify()
+        self._wake()
         return seq
+
+    def _wake(self) -> None:
+        # the pump sets _idle under the lock *before* it checks for work, so a producer that sees
+        # _idle False has already made work the pump will see: no wakeup is lost
+        if self._idle:
+            with self._cond:
+                self._cond.notify()
 
     def publish_metrics(self, values: dict[str, Any]) -> None:
         """QoS 0, only while connected (metrics are periodic: the next one replaces a lost one)."""
@@ -204,9 +213,8 @@ class Publisher:
         }
 
     def _queue_extra(self, topic: str, data: bytes, qos: int, retain: bool) -> None:
-        with self._cond:
-            self._extra_out.append((topic, data, qos, retain))
-            self._cond.notify()
+        self._extra_out.append((topic, data, qos, retain))
+        self._wake()
 
     def _online_status(self) -> bytes:
         return encode(status_payload(self.device_id, "online", time.time(), self._status_extra))
@@ -270,8 +278,7 @@ class Publisher:
             self._connected = True
             self._extra_out.append((status_topic(self.device_id), self._online_status(), 1, True))
         self._first_attempt.set()
-        with self._cond:
-            self._cond.notify()
+        self._wake()
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._first_attempt.set()
@@ -289,8 +296,7 @@ class Publisher:
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         if client is self._client:
             self._acks.append(mid)
-            with self._cond:
-                self._cond.notify()
+            self._wake()
 
     # ------------------------------------------------------------ pump thread
 
@@ -298,8 +304,10 @@ class Publisher:
         last_save = time.monotonic()
         while not self._stopping:
             with self._cond:
+                self._idle = True
                 if not self._has_work():
                     self._cond.wait(0.2)
+                self._idle = False
             try:
                 self._pump_once()
                 if time.monotonic() - last_save > STATE_SAVE_EVERY_S:
