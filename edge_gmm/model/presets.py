@@ -40,13 +40,13 @@ PRESETS: Registry[Preset] = Registry("model preset")
 PRESETS.add(
     "teacher-base",
     Preset(d_model=128, depth=4, heads=4, mlp_ratio=4.0, enc_dim=96, enc_blocks=2, projector="mlp",
-           patch_s=0.05, audio_patch_frames=5, camera_grid=4, camera_stem=24),
+           patch_s=0.1, audio_patch_frames=5, camera_grid=4, camera_stem=24),
 )
 PRESETS.add(
     "student-small",
     Preset(d_model=64, depth=2, heads=2, mlp_ratio=2.0, enc_dim=48, enc_blocks=1, projector="linear",
            patch_s=0.1, audio_patch_frames=5, camera_grid=4, camera_stem=8,
-           audio_win_s=0.025, audio_hop_s=0.020, n_mels=32, audio_fmax=4000.0),
+           audio_win_s=0.020, audio_hop_s=0.020, n_mels=32, audio_fmax=4000.0),
 )
 PRESETS.add(
     "student-tiny",

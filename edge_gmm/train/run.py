@@ -1,0 +1,163 @@
+"""`edge-gmm train`: resolve the config against a dataset, train the teacher, distill the student, write the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from edge_gmm.config import FusionConfig, from_dict, read_mapping, to_dict
+from edge_gmm.errors import ConfigError, DataError
+from edge_gmm.train.checkpoint import load_weights, save_weights, write_run_json
+from edge_gmm.train.distributed import Dist, setup, teardown
+from edge_gmm.train.features import FeatureSet, featurize
+from edge_gmm.train.loop import Distill, fit, predict
+
+
+def resolve_config(dataset: str | None = None, config: str | None = None, **overrides):
+    """FusionConfig from an optional file, with --dataset and per-key overrides; window from the dataset
+    manifest unless the file sets one. Returns (config, opened Dataset)."""
+    from edge_gmm.data.format import Dataset
+
+    mapping = read_mapping(config) if config else {}
+    cfg = from_dict(FusionConfig, mapping, source=str(config or "<defaults>"))
+    if dataset:
+        cfg.dataset = str(dataset)
+    if not cfg.dataset:
+        raise ConfigError("no dataset given", hint="pass --dataset DIR or set 'dataset:' in the config file")
+    path = Path(cfg.dataset)
+    if not path.is_absolute() and not path.exists() and config:
+        path = Path(config).parent / path  # a config's relative dataset path is relative to the config file
+    ds = Dataset.open(path)
+    cfg.dataset = str(path.resolve())
+    if "window" not in mapping and ds.window is not None:
+        cfg.window = ds.window
+    for key, value in overrides.items():  # "train.epochs" -> cfg.train.epochs
+        if value is None:
+            continue
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
+    return cfg, ds
+
+
+def select(cfg: FusionConfig, ds):
+    names = cfg.modalities or [s.name for s in ds.sensors]
+    for m in names:
+        ds.sensor(m)  # raises DataError naming the modalities the dataset has
+    sensors = [s for s in ds.sensors if s.name in names]  # the dataset's order = the mask's column order
+    tasks = [ds.task(t) for t in (cfg.tasks or [t.name for t in ds.tasks])]
+    return sensors, tasks
+
+
+def load_split(ds, split: str, cfg: FusionConfig, sensors, tasks):
+    from edge_gmm.data.windowing import make_windows
+
+    return make_windows(ds, split, cfg.window, [s.name for s in sensors], [t.name for t in tasks])
+
+
+def train_and_val(ds, cfg: FusionConfig, sensors, tasks):
+    """Training and validation windows; without a non-empty 'val' split, every 7th training session validates."""
+    import numpy as np
+
+    train = load_split(ds, "train", cfg, sensors, tasks)
+    if ds.splits.get("val"):
+        return train, load_split(ds, "val", cfg, sensors, tasks)
+    sessions = sorted(set(train.session))
+    held = set(sessions[3::7]) if len(sessions) >= 4 else set()
+    is_val = np.array([s in held for s in train.session], dtype=bool)
+    if not is_val.any():  # too few sessions: validate on every 7th window instead
+        is_val = np.arange(len(train.session)) % 7 == 3
+    return train.select(~is_val), train.select(is_val)
+
+
+def train_run(cfg: FusionConfig, ds, out: str | Path, *, resume: bool = False, progress=None,
+              log: Callable[[str], None] = print) -> dict:
+    """Train teacher then student into run directory `out`; returns the metrics written to metrics.json."""
+    out = Path(out)
+    dist = setup()
+    try:
+        return _train(cfg, ds, out, resume, progress, log, dist)
+    finally:
+        teardown(dist)
+
+
+def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
+    from edge_gmm.model import build_model, flops
+
+    t0 = time.perf_counter()
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // dist.world)
+    torch.set_num_threads(threads)
+    sensors, tasks = select(cfg, ds)
+    if (out / "run.json").exists() and not resume and any((out / f"{r}.safetensors").exists() for r in ("teacher", "student")):
+        raise ConfigError(f"{out}: already holds a trained run", hint="pass --resume to continue it, or choose another --out")
+    if dist.main:
+        write_run_json(out, cfg, sensors, cfg.window, tasks, cfg.dataset)
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if resume and metrics_path.exists() else {}
+    log(f"windowing {ds.path} ({', '.join(s.name for s in sensors)}) ...")
+    train_w, val_w = train_and_val(ds, cfg, sensors, tasks)
+    n_train, n_val = len(train_w.mask), len(val_w.mask)
+    if n_train == 0:
+        raise DataError(f"{ds.path}: the train split gives no windows", hint="check the window length against the sessions")
+    metrics["windows"] = {"train": n_train, "val": n_val}
+    log(f"{n_train} training windows, {n_val} validation windows, {threads} threads, {dist.world} process(es)")
+
+    def build(role: str, preset: str):
+        torch.manual_seed(cfg.train.seed + (0 if role == "teacher" else 1))
+        return build_model(preset, sensors, cfg.window, tasks, cfg.model)
+
+    def train_role(role: str, preset: str, epochs: int, teacher=None, teacher_feats: FeatureSet | None = None):
+        model = build(role, preset)
+        weights = out / f"{role}.safetensors"
+        if resume and weights.exists() and role in metrics:
+            load_weights(model, weights)
+            log(f"{role}: already trained, loaded {weights.name}")
+            return model.to(dist.device), None
+        tf, vf = featurize(model, train_w), featurize(model, val_w)
+        model.set_norm_stats(tf.feats, tf.mask)
+        model.to(dist.device)
+        distill = None
+        if teacher is not None:  # the teacher's answers on clean, full-sensor training windows
+            targets = predict(teacher, teacher_feats, device=dist.device)
+            distill = Distill({t.name: targets[f"logits_{t.name}"] for t in tasks if t.type == "classification"},
+                              targets["embedding"])
+        res = fit(model, tf, vf, cfg.train, epochs, modality_dropout_p=cfg.model.modality_dropout, distill=distill,
+                  state_path=out / "state" / f"{role}.pt", resume=resume, dist=dist, desc=role, progress=progress, log=log)
+        _fit_anomaly(model, tf, dist)
+        info = model.describe() | {"flops": flops(model.cpu()), "history": res.history, "best_epoch": res.best_epoch,
+                                   "val_acc": res.best_score, "seconds": round(res.seconds, 2)}
+        model.to(dist.device)
+        metrics[role] = info
+        if dist.main:
+            save_weights(model, weights)
+            metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        log(f"{role} ({preset}): val acc {res.best_score:.4f} at epoch {res.best_epoch}, "
+            f"{info['parameters']:,} params, {info['flops']['total'] / 1e6:.1f} MFLOP/window, {res.seconds:.1f} s")
+        dist.barrier()
+        return model, tf
+
+    teacher, teacher_feats = train_role("teacher", cfg.model.preset, cfg.train.epochs)
+    if teacher_feats is None:  # teacher loaded on resume
+        teacher_feats = featurize(teacher.cpu(), train_w)
+        teacher.to(dist.device)
+    train_role("student", cfg.model.student, cfg.train.student_epochs or cfg.train.epochs, teacher, teacher_feats)
+    metrics["seconds_total"] = round(time.perf_counter() - t0, 2)
+    metrics["config"] = to_dict(cfg)
+    if dist.main:
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        from edge_gmm.train.plots import plot_curves
+
+        plot_curves(metrics, out / "plots" / "curves.png")
+    return metrics
+
+
+def _fit_anomaly(model, data: FeatureSet, dist: Dist) -> None:
+    heads = [model.heads[t.name] for t in model.tasks if t.type == "anomaly"]
+    if heads:
+        emb = predict(model, data, device=dist.device)["embedding"]
+        for h in heads:
+            h.fit(emb.to(h.center.device))
