@@ -74,6 +74,7 @@ class Publisher:
         self._rebuild = False
         self._stopping = False
         self._pump: threading.Thread | None = None
+        self._closed_spool = {"pending": 0, "dropped": 0, "bytes": 0}  # what stats() reports after stop()
         self._counts = {"published": 0, "acked": 0, "reconnects": 0, "metrics_skipped": 0}
         self.last_error: str | None = None
 
@@ -122,7 +123,7 @@ class Publisher:
         if self._spool is None:
             return
         deadline = time.monotonic() + timeout
-        while self._connected and self._spool.pending and time.monotonic() < deadline:
+        while self._connected and (self._spool.pending or self._extra_out) and time.monotonic() < deadline:
             with self._cond:
                 self._cond.notify_all()
                 self._cond.wait(0.05)
@@ -144,8 +145,10 @@ class Publisher:
     def _teardown(self) -> None:
         self._drop_client()
         if self._spool is not None:
-            self._spool.close()
+            sp = self._spool
+            self._closed_spool = {"pending": sp.pending, "dropped": sp.dropped, "bytes": sp.bytes}
             self._spool = None
+            sp.close()
         if self._embedded is not None:
             self._embedded.stop()
             self._embedded = None
@@ -198,7 +201,7 @@ class Publisher:
             "metrics_skipped": self._counts["metrics_skipped"],
             "connected": self._connected,
             "protocol": self._protocol,
-            "spool_bytes": spool.bytes if spool else 0,
+            "spool_bytes": spool.bytes if spool else self._closed_spool["bytes"],
             "last_error": self.last_error,
         }
 
@@ -207,8 +210,9 @@ class Publisher:
         return {
             "published": self._counts["published"],  # predictions accepted by publish_prediction
             "acked": self._counts["acked"],  # PUBACKs received for them
-            "spooled": spool.pending if spool else 0,  # waiting in the spool for a PUBACK now
-            "spool_dropped": spool.dropped if spool else 0,  # pushed out of a full spool, never delivered
+            # waiting in the spool for a PUBACK now (after stop: left on disk for the next start)
+            "spooled": spool.pending if spool else self._closed_spool["pending"],
+            "spool_dropped": spool.dropped if spool else self._closed_spool["dropped"],  # pushed out of a full spool
             "reconnects": self._counts["reconnects"],
         }
 

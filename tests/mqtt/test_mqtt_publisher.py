@@ -12,6 +12,7 @@ from edge_gmm.mqtt.publisher import Publisher
 from edge_gmm.mqtt.spool import Spool
 from edge_gmm.mqtt.subscriber import Subscriber
 from edge_gmm.mqtt.url import parse_mqtt_url
+from conftest import free_port
 
 DEV = "dev1"
 
@@ -52,7 +53,7 @@ def test_mosquitto_sub_gets_every_prediction_status_and_metrics_all_valid(mosqui
     assert pub.stats()["spooled"] == 0
 
 
-def test_broker_down_at_start_spools_then_delivers_in_order(mosquitto, tmp_path):
+def test_broker_down_spools_across_a_publisher_restart_then_delivers_in_order(mosquitto, tmp_path):
     # a persistent subscriber session exists on the broker, then the broker goes away
     Subscriber(parse_mqtt_url(mosquitto.url), DEV, client_id="watcher").start().stop()
     mosquitto.stop()
@@ -62,13 +63,32 @@ def test_broker_down_at_start_spools_then_delivers_in_order(mosquitto, tmp_path)
     for _ in range(50):
         pub.publish_prediction(example_prediction(DEV))
     assert pub.stats()["spooled"] == 50 and not pub.stats()["connected"]
+    t0 = time.monotonic()
+    pub.stop(timeout=0.5)
+    assert time.monotonic() - t0 < 3 and pub.stats()["spooled"] == 50  # bounded stop; nothing thrown away
+    pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=tmp_path / "spool").start()  # device restarts
+    assert [pub.publish_prediction(example_prediction(DEV)) for _ in range(10)] == list(range(50, 60))
     mosquitto.start()
-    assert wait_until(lambda: pub.stats()["acked"] == 50)
+    assert wait_until(lambda: pub.stats()["acked"] == 60)
     sub = Subscriber(parse_mqtt_url(mosquitto.url), DEV, client_id="watcher").start()
-    got = sub.collect(50, timeout=10)
+    got = sub.collect(60, timeout=10)
     sub.stop()
     pub.stop()
-    assert [p["seq"] for p in got] == list(range(50))
+    assert [p["seq"] for p in got] == list(range(60))
+
+
+def test_full_spool_drops_the_oldest_and_counts_them(tmp_path):
+    nowhere = parse_mqtt_url(f"mqtt://127.0.0.1:{free_port()}")
+    pub = Publisher(nowhere, DEV, spool_dir=tmp_path / "spool", spool_max_bytes=32 << 10).start()
+    for _ in range(400):
+        pub.publish_prediction(example_prediction(DEV))
+    pub.stop(timeout=0.2)
+    st = pub.stats()
+    assert st["spool_dropped"] > 0 and st["spooled"] + st["spool_dropped"] == 400
+    assert st["spool_bytes"] <= 32 << 10
+    with Spool(tmp_path / "spool") as sp:  # the newest survive, in order, for the next start
+        left = [s for s, _, _ in sp.pending_from(0, 1000)]
+    assert left == list(range(400 - len(left), 400))
 
 
 def test_broker_sigkill_mid_stream_leaves_no_seq_gap(mosquitto, tmp_path):
