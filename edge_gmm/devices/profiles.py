@@ -18,6 +18,8 @@ from edge_gmm.errors import ConfigError
 # folders) is searched first, so a user can keep profiles of their own boards elsewhere.
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "devices"
 EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
+# other names people use for the same board -> the profile's name (not listed separately)
+ALIASES = {"jetson-orin-nano-8gb": "jetson-orin-nano", "jetson-orin-nx-16gb": "jetson-orin-nx"}
 
 
 def profile_dirs() -> list[Path]:
@@ -43,6 +45,7 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
             raise ConfigError(f"device profile {text}: no such file", hint="`edge-gmm devices list` shows the known names")
         return load_config(path, DeviceProfile)
     files = _profile_files()
+    text = text if text in files else ALIASES.get(text, text)
     if text not in files:
         import difflib
 
@@ -60,8 +63,9 @@ def profile_file(name_or_path: str | os.PathLike) -> Path:
     if path.is_file():
         return path.resolve()
     files = _profile_files()
-    if str(name_or_path) in files:
-        return files[str(name_or_path)]
+    name = str(name_or_path) if str(name_or_path) in files else ALIASES.get(str(name_or_path), "")
+    if name in files:
+        return files[name]
     load_profile(name_or_path)  # raises the helpful error
     raise AssertionError("unreachable")
 

@@ -81,7 +81,7 @@ def broker(tmp_path_factory):
     b.stop()
 
 
-def _variant(base: Path, out: Path, version: str, model_bytes: bytes | None = None) -> Path:
+def _variant(base: Path, out: Path, version: str, model_bytes: bytes | None = None, sign_key: Path | None = None) -> Path:
     """The same bundle as `base` under another version (and optionally other model bytes), written properly."""
     from edge_gmm.runtime.bundle import write_bundle
 
@@ -91,7 +91,7 @@ def _variant(base: Path, out: Path, version: str, model_bytes: bytes | None = No
     m["model"]["version"] = version
     onnx = out.parent / f"{out.name}.onnx"
     onnx.write_bytes(model_bytes if model_bytes is not None else (base / "model.fp32.onnx").read_bytes())
-    return write_bundle(out, m, {"fp32": onnx})
+    return write_bundle(out, m, {"fp32": onnx}, sign_key=sign_key)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +206,23 @@ def test_a_new_release_whose_loop_fails_to_start_is_rolled_back(device, bundles,
     assert os.readlink(device.home / "previous").startswith("releases/fingerprint-0.0.1-")
     assert device.status()["model"]["version"] == "0.0.2"
     assert _alive(device.state()["child_pid"])
+
+
+def test_signature_is_checked_on_the_device_and_the_profile_must_fit(device, bundles, cli, tmp_path):
+    from edge_gmm.runtime.bundle import generate_keypair
+
+    signer, _ = generate_keypair(tmp_path / "ours")
+    _, stranger = generate_keypair(tmp_path / "theirs")
+    signed = _variant(bundles["v1"], tmp_path / "signed", "0.0.5", sign_key=signer)
+    code, out, err = cli(*device.args(signed, "--pubkey", str(stranger)))
+    assert code == 2 and "refused the bundle" in err and "manifest.json.sig" in err and "signature" in err
+    assert not (device.home / "current").exists()  # nothing was switched
+
+    args = device.args(signed)
+    args[args.index("cpu-x86_64")] = "jetson-orin-nano"
+    code, out, err = cli(*args)
+    assert code == 2 and "x86_64 but profile jetson-orin-nano is for aarch64" in err
+    assert "[2/8]" not in out  # stopped at the check, before touching anything
 
 
 def test_unknown_host_key_is_refused_unless_accepted(sshd, tmp_path):

@@ -49,6 +49,11 @@ def test_load_by_path_and_user_profile_folder(tmp_path, monkeypatch):
     assert "my-board" in {p.name for p in profiles.list_profiles()}
 
 
+def test_aliases_name_the_same_board():
+    assert profiles.load_profile("jetson-orin-nano-8gb") == profiles.load_profile("jetson-orin-nano")
+    assert profiles.profile_file("jetson-orin-nano-8gb").name == "jetson-orin-nano.toml"
+
+
 def test_unknown_name_and_bad_key_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'jetson-orin-nano'"):
         profiles.load_profile("jetson-orin-nan")
