@@ -62,7 +62,8 @@ class Window:
     inputs: dict[str, np.ndarray]  # modality -> model layout without batch axis
     mask: np.ndarray  # float32[M], mask column order
     sensors: dict[str, str]  # modality -> ok | stale | missing
-    t_ready: float = field(default_factory=time.perf_counter)
+    t_arrival: float  # perf_counter when the chunk that completed this window reached the loop
+    t_ready: float = field(default_factory=time.perf_counter)  # when the assembler cut it
 
 
 class DropOldestQueue:
@@ -164,6 +165,8 @@ class Loop:
         self.batch, self.input_specs = self._input_layout()
         self._assembly_done = threading.Event()
         self._grid_lock = threading.Lock()
+        self._arrival = 0.0
+        self.realtime = all(s.paced and s.speed == 1.0 for s in sources)
         self._checked = False
         self.started_at = 0.0
 
@@ -181,13 +184,13 @@ class Loop:
                 self._start_grid(source, chunk)
             if not lossless:  # a live sensor cannot wait: count what the assembler could not take
                 try:
-                    self._chunks.put_nowait(chunk)
+                    self._chunks.put_nowait((time.perf_counter(), chunk))
                 except queue.Full:
                     self.counts["dropped_chunks"] += 1
                 return
             while not self.stop_event.is_set():  # replay at max speed: wait for room, bounded by stop
                 try:
-                    self._chunks.put(chunk, timeout=TICK_S)
+                    self._chunks.put((time.perf_counter(), chunk), timeout=TICK_S)
                     return
                 except queue.Full:
                     continue
@@ -223,7 +226,7 @@ class Loop:
         self.counts[f"source_{state}"] += 1
         while not self.stop_event.is_set():  # never dropped: a lost "down" would leave a dead sensor "ok"
             try:
-                self._chunks.put(_StateMark(driver, state), timeout=TICK_S)
+                self._chunks.put((time.perf_counter(), _StateMark(driver, state)), timeout=TICK_S)
                 return
             except queue.Full:
                 continue
@@ -269,7 +272,8 @@ class Loop:
         finally:
             self._assembly_done.set()
 
-    def _push(self, chunk) -> None:
+    def _push(self, item: tuple[float, Any]) -> None:
+        self._arrival, chunk = item
         if isinstance(chunk, _StateMark):
             self.source_state[chunk.driver] = chunk.state
             return
@@ -290,7 +294,8 @@ class Loop:
                     mask[i] = 0.0
             self.counts["windows"] += 1
             self.last_sensors = states
-            self.windows.put(Window(float(t_end), inputs, mask, states), block=self.lossless, stop=self.stop_event)
+            self.windows.put(Window(float(t_end), inputs, mask, states, self._arrival), block=self.lossless,
+                             stop=self.stop_event)
 
     # ------------------------------------------------------------ main thread
     def run(self) -> dict[str, Any]:
@@ -344,8 +349,11 @@ class Loop:
         for row, w in enumerate(batch):
             tasks = self.post(outputs, row=row)
             t3 = time.perf_counter()
-            lat = {"queue": (t0 - w.t_ready) * 1e3, "prepare": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                   "post": (t3 - t2) * 1e3, "total": (t3 - w.t_ready) * 1e3}
+            lat = {"assemble": (w.t_ready - w.t_arrival) * 1e3, "queue": (t0 - w.t_ready) * 1e3,
+                   "prepare": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
+                   "total": (t3 - w.t_arrival) * 1e3}
+            if self.realtime:  # how old the window's end is when its prediction leaves: sensor delivery included
+                lat["age"] = (self.clock.now() - w.t_end) * 1e3
             payload = self.payload_fn(
                 device_id=self.opt.device_id, window_start=self.clock.to_wall(w.t_end - self.window.length_s),
                 window_end=self.clock.to_wall(w.t_end), model=self.model, tasks=tasks, sensors=w.sensors,
