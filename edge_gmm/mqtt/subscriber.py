@@ -1,6 +1,7 @@
 """Subscriber: receive predictions (and status) of one device or all ('+'), check their sequence numbers.
 
-`SeqTracker` keeps, per device, the set of sequence numbers still missing: a number above the next
+`SeqTracker` keeps, per device, the set of sequence numbers still missing (counting from the first one
+this subscriber saw, since it may join mid-stream): a number above the next
 expected one opens a gap; a missing number that arrives late closes it (not a duplicate); a number at or
 below the highest seen that is not missing is a duplicate (QoS 1 is at-least-once). Seq 0 after higher
 numbers means the device started a new sequence (its spool was wiped) and is counted as a reset.
@@ -49,7 +50,7 @@ class SeqTracker:
     def add(self, seq: int) -> str:
         """Record one seq; returns 'ok', 'gap', 'late', 'duplicate' or 'reset'."""
         self.received += 1
-        if seq == self.last + 1:
+        if self.last < 0 or seq == self.last + 1:  # the first one seen sets the start: we may join mid-stream
             self.last = seq
             return "ok"
         if seq > self.last:

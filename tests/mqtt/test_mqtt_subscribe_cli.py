@@ -63,3 +63,5 @@ def test_seq_tracker_tells_gaps_late_arrivals_duplicates_and_resets():
     assert t.add(2) == "late" and t.gaps == 1  # a resend filling the gap is not a duplicate
     assert t.add(4) == "duplicate" and t.duplicates == 1
     assert t.add(0) == "reset" and t.gaps == 0 and t.add(1) == "ok"
+    joined_late = SeqTracker()
+    assert [joined_late.add(s) for s in (500, 501)] == ["ok", "ok"] and joined_late.gaps == 0
