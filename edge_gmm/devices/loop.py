@@ -75,15 +75,19 @@ class DropOldestQueue:
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition()
 
-    def put(self, item, *, block: bool = False, stop: threading.Event | None = None) -> None:
+    def put(self, item, *, block: bool = False, stop: threading.Event | None = None) -> bool:
+        """Enqueue `item`; False when a blocked put gave up because `stop` was set (nothing dropped)."""
         with self._cond:
-            while block and len(self._items) >= self.maxsize and not (stop and stop.is_set()):
+            while block and len(self._items) >= self.maxsize:
+                if stop is not None and stop.is_set():
+                    return False
                 self._cond.wait(TICK_S)
             if len(self._items) >= self.maxsize:
                 self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
             self._cond.notify_all()
+            return True
 
     def get_many(self, n: int, timeout: float) -> list:
         """Up to `n` items, waiting at most `timeout` for the first."""
@@ -292,10 +296,10 @@ class Loop:
             for i, m in enumerate(self.modalities):
                 if states[m] != "ok":
                     mask[i] = 0.0
-            self.counts["windows"] += 1
             self.last_sensors = states
-            self.windows.put(Window(float(t_end), inputs, mask, states, self._arrival), block=self.lossless,
-                             stop=self.stop_event)
+            if self.windows.put(Window(float(t_end), inputs, mask, states, self._arrival), block=self.lossless,
+                                stop=self.stop_event):
+                self.counts["windows"] += 1
 
     # ------------------------------------------------------------ main thread
     def run(self) -> dict[str, Any]:
