@@ -83,8 +83,11 @@ class Spool:
         self._active_fd: int | None = None  # append fd of self._segments[-1] while it takes records
         self._bytes = 0
         self._state_dirty = False
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DeviceError(f"spool {self.dir}: {e.strerror or e}", hint="pick a writable spool directory") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -176,7 +179,13 @@ class Spool:
                 active = _Segment(seq, self.dir / f"seg-{seq:016d}.log")
                 self._active_fd = os.open(active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 self._segments.append(active)
-            os.write(self._active_fd, rec)
+            try:
+                if os.write(self._active_fd, rec) != len(rec):
+                    raise OSError(28, "short write (disk full?)")
+            except OSError as e:
+                os.ftruncate(self._active_fd, active.size)  # no torn record may hide the ones after it
+                raise DeviceError(f"spool {self.dir}: cannot write: {e.strerror or e}",
+                                  hint="free disk space or point the spool at another disk") from None
             active.offsets.append(active.size)
             active.done.append(0)
             active.size += len(rec)

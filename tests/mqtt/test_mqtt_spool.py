@@ -76,3 +76,35 @@ def test_second_owner_is_refused(tmp_path):
     with Spool(tmp_path):
         with pytest.raises(DeviceError, match="in use"):
             Spool(tmp_path)
+
+
+FULL_DISK = """
+import resource, signal, sys
+from edge_gmm.errors import DeviceError
+from edge_gmm.mqtt.spool import Spool
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the size limit: write() fails with EFBIG, like a full disk
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+sp = Spool(sys.argv[1], max_bytes=1 << 20)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, hard))
+ok = 0
+try:
+    while True:
+        sp.append(sp.next_seq, "t", b"x" * 100)
+        ok += 1
+except DeviceError as e:
+    print(ok, "cannot write" in str(e))
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+sp.append(sp.next_seq, "t", b"y" * 100)
+"""
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_torn_record(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True, timeout=30)
+    ok, clear = out.stdout.split()
+    assert clear == "True", out.stderr
+    with Spool(tmp_path, max_bytes=1 << 20) as sp:  # every record written before and after the failure is there
+        got = sp.pending_from(0, 1000)
+    assert [s for s, _, _ in got] == list(range(int(ok) + 1)) and got[-1][2] == b"y" * 100
