@@ -85,7 +85,8 @@ class Publisher:
         self._spool = Spool(self.spool_dir, self.spool_max_bytes)
         try:
             if self._spool.recovered:
-                log.info("spool %s: %d predictions from before the restart wait to be sent", self.spool_dir, self._spool.recovered)
+                log.info("spool %s: %d predictions from before the restart wait to be sent",
+                         self.spool_dir, self._spool.recovered)
             if self.broker.embedded:
                 self._embedded = EmbeddedBroker(self.broker.port, self.broker.host).start()
                 self.broker = self.broker.replace(port=self._embedded.port)

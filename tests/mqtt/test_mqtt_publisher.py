@@ -7,12 +7,13 @@ import sys
 import threading
 import time
 
+from conftest import free_port
+
 from edge_gmm.mqtt.payload import example_prediction, validate
 from edge_gmm.mqtt.publisher import Publisher
 from edge_gmm.mqtt.spool import Spool
 from edge_gmm.mqtt.subscriber import Subscriber
 from edge_gmm.mqtt.url import parse_mqtt_url
-from conftest import free_port
 
 DEV = "dev1"
 
@@ -33,7 +34,8 @@ def test_mosquitto_sub_gets_every_prediction_status_and_metrics_all_valid(mosqui
         stdout=subprocess.PIPE, text=True,
     )
     time.sleep(0.3)  # mosquitto_sub subscribed
-    pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=tmp_path / "spool", status_extra={"model": {"name": "m"}}).start()
+    pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=tmp_path / "spool",
+                    status_extra={"model": {"name": "m"}}).start()
     seqs = [pub.publish_prediction(example_prediction(DEV)) for _ in range(n)]
     assert seqs == list(range(n))
     assert wait_until(lambda: pub.stats()["acked"] == n)
@@ -97,7 +99,7 @@ def test_broker_sigkill_mid_stream_leaves_no_seq_gap(mosquitto, tmp_path):
     pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=tmp_path / "spool").start()
 
     def produce():
-        for i in range(n):
+        for _ in range(n):
             pub.publish_prediction(example_prediction(DEV))
             time.sleep(0.003)
 

@@ -5,11 +5,12 @@ import subprocess
 import threading
 import time
 
+from conftest import free_port
+
 from edge_gmm.mqtt.payload import example_prediction
 from edge_gmm.mqtt.publisher import Publisher
 from edge_gmm.mqtt.subscriber import SeqTracker
 from edge_gmm.mqtt.url import parse_mqtt_url
-from conftest import free_port
 
 
 def test_json_count_prints_exactly_n_valid_lines(mosquitto, tmp_path, cli):

@@ -4,6 +4,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import Mosquitto  # the shared fixture's class; `extra` lines apply to its listener
 
 from edge_gmm.errors import DeviceError
 from edge_gmm.mqtt.payload import example_prediction
@@ -38,12 +39,6 @@ def pki(tmp_path_factory):
 @pytest.fixture
 def secure_broker(pki, tmp_path):
     """mosquitto with TLS on its listener, client certificates required, no anonymous clients."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import Mosquitto  # the shared fixture's class; extra lines apply to its listener
-
     extra = "\n".join([
         "allow_anonymous false",
         f"password_file {pki / 'passwd'}",
