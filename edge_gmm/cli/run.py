@@ -30,7 +30,8 @@ def configure(p) -> None:
                    help="inference backend (auto: TensorRT where importable, else ONNX Runtime)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="artifact to run (default: the bundle's target precision)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
-    p.add_argument("--spool-dir", help="on-disk spool: predictions made while the broker is away are sent later, in order")
+    p.add_argument("--spool-dir", help="on-disk spool: predictions made while the broker is away are sent later, in order "
+                   "(default: ~/.local/state/edge-gmm/spool/DEVICE_ID)")
     p.add_argument("--password-file", help="broker password from this file instead of the URL")
     p.add_argument("--pubkey", help="verify the bundle's ed25519 signature with this public key")
     p.add_argument("--queue", type=int, default=8, help="windows waiting for inference before the oldest is dropped")

@@ -454,6 +454,9 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
     from edge_gmm.runtime.bundle import Bundle
     from edge_gmm.runtime.runners import create_runner
 
+    from edge_gmm.mqtt.topics import check_device_id
+
+    check_device_id(settings.device_id)
     bundle = Bundle.open(settings.bundle)
     bundle.verify(settings.pubkey)
     sensors, window = bundle.sensors, bundle.window
