@@ -18,6 +18,7 @@ Threads and queues (every queue bounded, so memory never grows):
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -426,19 +427,41 @@ class RunSettings:
 RUNNER_PREFERENCE = (("tensorrt", "tensorrt"), ("onnxrt", "onnxruntime"))  # (runner, module it needs), best first
 
 
-def pick_runner(requested: str) -> str:
-    """`auto` → the first runner whose engine is importable on this machine (TensorRT on a Jetson)."""
+def runner_candidates(requested: str) -> list[str]:
+    """`auto` → every runner whose engine is importable here, best first (TensorRT on a Jetson); else just that one."""
     if requested != "auto":
-        return requested
+        return [requested]
     import importlib.util
 
-    for name, module in RUNNER_PREFERENCE:
-        if importlib.util.find_spec(module) is not None:
-            return name
-    from edge_gmm.errors import MissingDependencyError
+    found = [name for name, module in RUNNER_PREFERENCE if importlib.util.find_spec(module) is not None]
+    if not found:
+        from edge_gmm.errors import MissingDependencyError
 
-    raise MissingDependencyError("no inference engine: neither TensorRT nor onnxruntime is installed",
-                                 hint="pip install 'edge-gmm[device]'")
+        raise MissingDependencyError("no inference engine: neither TensorRT nor onnxruntime is installed",
+                                     hint="pip install 'edge-gmm[device]'")
+    return found
+
+
+def open_runner(bundle, requested: str, precision: str | None, threads: int, stack):
+    """An active, warmed-up runner. With `auto`, a backend whose engine imports but cannot start (TensorRT
+    without cuda-python, say) is skipped with a warning; a runner named by the user must work."""
+    from edge_gmm.errors import MissingDependencyError
+    from edge_gmm.runtime.runners import create_runner
+
+    candidates = runner_candidates(requested)
+    for i, name in enumerate(candidates):
+        options = {"threads": threads} if threads and name in ("onnxrt", "torch") else {}
+        runner = create_runner(name, bundle, precision=precision, **options)
+        try:
+            stack.enter_context(runner)
+        except MissingDependencyError as e:
+            if requested != "auto" or i == len(candidates) - 1:
+                raise
+            log.warning("runner %s unavailable (%s); trying %s", name, str(e).splitlines()[0], candidates[i + 1])
+            continue
+        runner.infer(runner.zeros_feed())  # warm-up: first-call allocations stay out of the latency figures
+        return name, runner
+    raise AssertionError("unreachable: the last candidate raises")
 
 
 def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | None = None) -> dict[str, Any]:
@@ -451,10 +474,8 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
     from edge_gmm.devices.sources_file import load_sources
     from edge_gmm.errors import ConfigError
     from edge_gmm.mqtt.payload import prediction_payload
-    from edge_gmm.runtime.bundle import Bundle
-    from edge_gmm.runtime.runners import create_runner
-
     from edge_gmm.mqtt.topics import check_device_id
+    from edge_gmm.runtime.bundle import Bundle
 
     check_device_id(settings.device_id)
     bundle = Bundle.open(settings.bundle)
@@ -471,18 +492,15 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
         from edge_gmm.mqtt.url import parse_mqtt_url
 
         broker = parse_mqtt_url(settings.mqtt, password_file=settings.password_file)
-    name = pick_runner(settings.runner)
-    options = {"threads": settings.threads} if name == "onnxrt" and settings.threads else {}
-    runner = create_runner(name, bundle, precision=settings.precision, **options)
     post = PostProcessor.from_manifest(bundle.manifest)
     clock = HostClock()
     sources = [open_source(spec, sensors, clock=clock, speed=settings.speed, align_s=window.hop_s) for spec in plan.specs]
-    model = {"name": bundle.name, "version": str(bundle.manifest["model"].get("version", "")),
-             "precision": runner.precision, "backend": name}
     opts = LoopOptions(device_id=settings.device_id, max_seconds=settings.max_seconds, max_windows=settings.max_windows,
                        queue_windows=settings.queue_windows, metrics_every_s=settings.metrics_every_s)
-    with runner:
-        runner.infer(runner.zeros_feed())  # warm-up: first-call allocations stay out of the latency figures
+    with contextlib.ExitStack() as stack:
+        name, runner = open_runner(bundle, settings.runner, settings.precision, settings.threads, stack)
+        model = {"name": bundle.name, "version": str(bundle.manifest["model"].get("version", "")),
+                 "precision": runner.precision, "backend": name}
         publisher = None
         if broker is not None:
             from edge_gmm.mqtt.publisher import Publisher

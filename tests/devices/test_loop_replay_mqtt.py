@@ -109,3 +109,22 @@ def test_sigterm_stops_cleanly_with_a_final_status(mosquitto, small_dataset, tin
     last = periodic[-1]
     assert last["predictions"] == summary["predictions"] and set(last["sensors"]) == {"imu", "audio", "camera", "env"}
     assert {"infer", "total", "overhead"} <= set(last["latency_ms"]) and "dropped_windows" in last
+
+
+def test_auto_runner_falls_back_to_onnxruntime_when_tensorrt_cannot_start(small_dataset, tiny_bundle, tmp_path):  # noqa: F811
+    # A machine where `import tensorrt` works but cuda-python is absent (a half-installed JetPack).
+    (tmp_path / "fake" / "tensorrt").mkdir(parents=True)
+    (tmp_path / "fake" / "tensorrt" / "__init__.py").write_text("__version__ = '10.0.0'\n")
+    import os
+
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "edge_gmm.cli.main", "run", "--bundle", str(tiny_bundle), "--sources",
+                        f"replay://{small_dataset}", "--mqtt", "none", "--speed", "max", "--json"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"]["backend"] == "onnxrt"
+    assert "runner tensorrt unavailable" in r.stderr and "cuda-python" in r.stderr
+    named = subprocess.run([sys.executable, "-m", "edge_gmm.cli.main", "run", "--bundle", str(tiny_bundle), "--sources",
+                            f"replay://{small_dataset}", "--mqtt", "none", "--runner", "tensorrt"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert named.returncode == 2 and "cuda-python" in named.stderr  # asked for by name: no silent fallback
