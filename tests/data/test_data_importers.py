@@ -1,6 +1,7 @@
 """Each importer on tiny committed fixtures (tests/data/fixtures, made by make_fixtures.py), plus a malformed
 file each: DataError naming file and line/offset, and nothing written."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from edge_gmm.errors import DataError
 
 FX = Path(__file__).parent / "fixtures"
 KEY = "fixture-key"
-AEON_BM = Path(np.__file__).parents[1] / "aeon" / "datasets" / "data" / "BasicMotions"
+_AEON = importlib.util.find_spec("aeon")  # located without importing aeon (slow)
+AEON_BM = Path(_AEON.submodule_search_locations[0]) / "datasets" / "data" / "BasicMotions" if _AEON else Path("/nonexistent")
 
 
 def imp(tmp_path, fmt, src, test=None, **opts):
