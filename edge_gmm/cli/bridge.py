@@ -149,9 +149,10 @@ def _emulate(args) -> int:
         print(f"virtual MCU port: {tr.port}{extra}", flush=True)
 
     announce(transport)
-    names = ", ".join(f"{f.name} ({f.x.shape[1]} ch, {f.rate:g} Hz)" for f in feeds)
+    shown = feeds[:1] if args.format == "ei-forwarder" else feeds  # forwarder lines carry one sensor
+    names = ", ".join(f"{f.name} ({f.x.shape[1]} ch, {f.rate:g} Hz)" for f in shown)
     print(f"streaming {names} as {args.format}; read it with: edge-gmm bridge monitor {transport.port}"
-          + (f" --format ei-forwarder" if args.format == "ei-forwarder" else ""), flush=True)
+          + (" --format ei-forwarder" if args.format == "ei-forwarder" else ""), flush=True)
     mcu = emulator.VirtualMcu(
         feeds, transport, faults=FaultInjector(kinds, args.fault_rate, args.seed), clock_start_us=args.clock_start_us,
         text=args.format == "ei-forwarder", unplug_every_s=args.unplug_every,

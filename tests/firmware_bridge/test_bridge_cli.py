@@ -1,11 +1,8 @@
 """The user's path: `bridge emulate --pty` in one process, `bridge monitor` and `record` on its port."""
 
 import json
-import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,7 +13,6 @@ from edge_gmm.firmware_bridge.cobs import CobsError, cobs_decode, cobs_encode, m
 from edge_gmm.firmware_bridge.decoder import StreamDecoder
 from edge_gmm.firmware_bridge.protocol import (
     Descriptor,
-    Frame,
     FrameType,
     SampleFormat,
     descriptor_frame,
@@ -95,3 +94,31 @@ def test_c_library_matches_python_on_every_vector():
     out = subprocess.run([str(FW / "build/egb_vectors"), str(VECTOR_DIR / "vectors.txt")], check=True, capture_output=True, text=True)
     assert out.stdout == encode_vectors()
     assert len(out.stdout.splitlines()) == len(load_vectors())
+
+
+@pytest.mark.skipif(shutil.which("socat") is None or shutil.which("gcc") is None, reason="needs socat and gcc")
+def test_c_example_streams_over_a_socat_pty_to_the_python_reader(tmp_path):
+    import time
+
+    from edge_gmm.firmware_bridge.source import open_bridge
+
+    subprocess.run(["make", "-s", "-C", str(FW), "build/egb_stream"], check=True, capture_output=True)
+    link = tmp_path / "ttyC"
+    socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={link}", f"EXEC:{FW / 'build/egb_stream'} 2.2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # DESCRIBE on connect: egb_stream answers with its descriptor at once (pyserial flushes older input on open)
+        r = open_bridge(str(link), wait_for_port=True, backoff_s=(0.02, 0.05)).start()
+        got, deadline = [], time.monotonic() + 5
+        while time.monotonic() < deadline and sum(len(c) for c in got) < 300:
+            got += r.chunks(timeout=0.1)
+        s = r.stats()
+        r.stop()
+    finally:
+        socat.terminate()
+        socat.wait(5)
+    assert [x.name for x in r.sensors()] == ["imu"]
+    x = np.concatenate([c.x for c in got])
+    assert x.shape[1] == 6 and len(x) >= 300, s
+    assert abs(float(np.median(x[:, 2])) - 9.81) < 0.5  # gravity on z, scaled by the descriptor's scale
+    assert s["crc_errors"] == s["malformed"] == s["gaps"] == 0

@@ -63,6 +63,10 @@ def test_socket_peer_close_loses_no_bytes_and_reconnects():
     assert sum(len(c) for c in got) == 400
     # the reader notices, backs off and connects again to the next peer
     conn2, _ = server.accept()
+    # pyserial's socket open() discards whatever arrived before it returned: send once the reader is back
+    deadline = time.monotonic() + 5
+    while r.stats()["connects"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     conn2.sendall(imu_stream(3))
     more = collect(r, lambda g: sum(len(c) for c in g) >= 30)
     r.stop()
