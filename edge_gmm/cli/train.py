@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,14 +33,18 @@ def run(args) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "train.log", "a") as logfile:
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks and writes the log
+    with open(out / "train.log", "a") if main_rank else open(os.devnull, "w") as logfile:
 
         def log(line: str) -> None:
-            print(line, file=sys.stderr)
+            if main_rank:
+                print(line, file=sys.stderr)
             logfile.write(line + "\n")
             logfile.flush()
 
-        metrics = train_run(cfg, ds, out, resume=args.resume, progress=progress, log=log)
+        metrics = train_run(cfg, ds, out, resume=args.resume, progress=progress if main_rank else None, log=log)
+    if not main_rank:
+        return 0
     rows = [{"model": r, "preset": metrics[r]["preset"], "params": metrics[r]["parameters"],
              "MFLOP": round(metrics[r]["flops"]["total"] / 1e6, 1), "val_acc": round(metrics[r]["val_acc"], 4),
              "epochs": len(metrics[r]["history"]), "seconds": metrics[r]["seconds"]} for r in ("teacher", "student")]
