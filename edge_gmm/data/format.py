@@ -360,15 +360,3 @@ def _json_default(o: Any):
         return o.tolist()
     raise TypeError(f"not JSON-able: {type(o).__name__}")
 
-
-def split_by_session(ids: list[str], seed: int, val: float = 0.15, test: float = 0.15) -> dict[str, str]:
-    """Assign each session a split, deterministically for a seed (at least one each when there are >= 3)."""
-    rng = np.random.default_rng(seed)
-    order = list(rng.permutation(len(ids)))
-    n = len(ids)
-    n_test = max(1, int(round(n * test))) if n >= 3 else 0
-    n_val = max(1, int(round(n * val))) if n >= 3 else 0
-    out = {}
-    for rank, i in enumerate(order):
-        out[ids[i]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return out

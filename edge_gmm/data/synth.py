@@ -253,6 +253,8 @@ def get_scenario(name: str, **opts: Any):
 def generate_session(scenario: str, label: str, seed: int, duration_s: float, **opts: Any) -> Session:
     """One session of `scenario` in state `label`; deterministic for (seed, label). The serial emulator and
     the device loop's `synth://` source stream sessions made by this."""
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
     return get_scenario(scenario, **opts).session(label, seed, duration_s)
 
 
@@ -271,6 +273,8 @@ def synthesize(
     ~70 % train, ~15 % val, ~15 % test (at least one val and one test session once a class has 3)."""
     if sessions_per_class < 1:
         raise ConfigError("sessions_per_class must be >= 1")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
     sc = get_scenario(name, **opts)
     jobs = []
     for ci, label in enumerate(sc.labels):
