@@ -8,6 +8,7 @@ with the same lower-envelope fit as binary frames, which also absorbs a rate tha
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -99,6 +100,8 @@ class ForwarderLink:
             return None
         try:
             values = [float(v) for v in _SPLIT.split(text)]
+            if not all(math.isfinite(v) for v in values):  # "nan" / "inf" parse, but no sensor reads them
+                raise ValueError
         except ValueError:  # a boot banner, a debug print, a line hit by noise
             self.stats.malformed += 1
             self.stats.bytes_dropped += len(raw) + 1

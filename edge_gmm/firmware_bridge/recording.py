@@ -65,7 +65,9 @@ def capture(readers, seconds: float | None, tick: Callable[[float], None] | None
         t = np.concatenate([c.t for c in chunks]) - t_start
         x = np.concatenate([c.x for c in chunks]).astype(np.float32)
         order = np.argsort(t, kind="stable")  # a clock re-anchor after a reconnect may step back a little
-        streams[name] = Stream(t[order], x[order])
+        t, x = t[order], x[order]
+        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)  # an MCU may send NaN for "no reading"
+        streams[name] = Stream(t[finite], x[finite])
     return streams, [sensors[n] for n in sorted(streams)], t_start
 
 

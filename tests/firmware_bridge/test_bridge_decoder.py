@@ -116,3 +116,31 @@ def test_fuzz_delimited_garbage_between_frames_never_hides_a_frame(garbage, seed
     seqs = [f.seq for f in got]
     assert seqs[-len(wire):] == list(range(len(wire))) or seqs == list(range(len(wire)))
     assert all(f.type in set(FrameType) for f in got)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 5, 16, 77]), st.integers(0, 3), st.integers(0, 5),
+                          st.integers(0, 40), st.binary(max_size=120)), max_size=30))
+def test_fuzz_crc_valid_frames_with_nonsense_payloads_never_crash_the_link(specs):
+    # a firmware bug gives frames whose CRC is fine but whose payload lies; the link counts them and goes on
+    from edge_gmm.firmware_bridge.link import FrameLink
+    from edge_gmm.firmware_bridge.protocol import Descriptor, Frame, descriptor_frame
+
+    link = FrameLink()
+    data = encode_frame(descriptor_frame(Descriptor(1, "imu", "imu", 100.0, 3, SampleFormat.INT16, 1.0, []), seq=0))
+    for i, (ftype, sensor, fmt, count, payload) in enumerate(specs):
+        data += encode_frame(Frame(ftype, sensor, i + 1, i * 1000, fmt, count, payload))
+    for c in link.feed(data, 1000.0):
+        assert c.x.dtype == np.float32 and c.x.shape == (len(c.t), 3)
+    assert link.stats.frames == len(specs) + 1 - link.stats.unsupported
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.integers(1, 50))
+def test_fuzz_forwarder_lines_never_crash(noise, chunk):
+    from edge_gmm.firmware_bridge.forwarder import ForwarderLink
+
+    link = ForwarderLink(frequency=50)
+    for i in range(0, len(noise), chunk):
+        for c in link.feed(noise[i : i + chunk], 10.0 + i / 1000):
+            assert c.x.shape == (len(c.t), link.channels)

@@ -14,10 +14,10 @@ from edge_gmm.firmware_bridge.transports import PtyTransport
 
 def test_separators_first_line_and_bad_lines():
     link = ForwarderLink(frequency=100)
-    chunks = link.feed(b"7,8,9\r\n1,2,3\r\n4\t5\t6\n7 8  9\r\nboot: hello\n1,2\n", 10.0)
+    chunks = link.feed(b"7,8,9\r\n1,2,3\r\n4\t5\t6\n7 8  9\r\nboot: hello\n1,2\n1,nan,3\n", 10.0)
     x = np.concatenate([c.x for c in chunks])
     assert x.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]  # the first (maybe truncated) line is dropped
-    assert link.stats.malformed == 2  # a text line and a line with the wrong value count
+    assert link.stats.malformed == 3  # a text line, a line with the wrong value count, a NaN
     (spec,) = link.sensors()
     assert (spec.name, spec.kind, spec.channels, spec.rate) == ("imu", "imu", 3, 100.0)
     t = np.concatenate([c.t for c in chunks])
