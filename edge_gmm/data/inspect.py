@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge_gmm.config import SensorSpec, WindowSpec, to_dict
-from edge_gmm.data.format import Dataset, Session
+from edge_gmm.data.format import Dataset
 from edge_gmm.data.windowing import window_session
 from edge_gmm.errors import DataError, MissingDependencyError
 
