@@ -141,7 +141,8 @@ def build_av_digits(
             n_val = max(1, round(0.15 * per_digit)) if per_digit >= 3 else 0
             for i in range(per_digit):
                 split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-                img_i = int(pool_idx[i % len(pool_idx)])
+                held = n_test + n_val  # val/test images come first; train cycles over the rest only
+                img_i = int(pool_idx[i] if i < held else pool_idx[held + (i - held) % (len(pool_idx) - held)])
                 voice = str(rng.choice(held_out if split != "train" else train_voices))
                 speed = int(rng.choice(speeds))
                 audio = degrade_audio(clips[(d, voice, speed)], rng)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from edge_gmm.config import SensorSpec, WindowSpec, to_dict
-from edge_gmm.data.format import Dataset
-from edge_gmm.data.windowing import window_session
+from edge_gmm.data.format import Dataset, Session
+from edge_gmm.data.windowing import covered_until, window_session
 from edge_gmm.errors import DataError, MissingDependencyError
 
 
@@ -25,6 +25,16 @@ def outages(sensor: SensorSpec, t: np.ndarray, start: float, end: float) -> list
     return [(float(edges[i]), float(edges[i + 1])) for i in idx]
 
 
+def span(ds: Dataset, s: Session) -> tuple[float, float]:
+    """(start, end) of a session; the end reaches one sample period past the newest sample (as windowing counts)."""
+    spec = {x.name: x for x in ds.sensors}
+    present = [(name, st) for name, st in s.streams.items() if len(st)]
+    if not present:
+        return 0.0, 0.0
+    start = min(float(st.t[0]) for _, st in present)
+    return start, max(covered_until(spec[name], st.t[-1]) for name, st in present)
+
+
 def summarize(ds: Dataset, window: WindowSpec | None = None) -> dict[str, Any]:
     """Figures a user checks before training. Loads one session at a time."""
     window = window or ds.window or WindowSpec()
@@ -34,8 +44,7 @@ def summarize(ds: Dataset, window: WindowSpec | None = None) -> dict[str, Any]:
     for split in ds.splits:
         for sid in ds.session_ids(split):
             s = ds.load_session(sid)
-            info = ds.sessions[sid]
-            start, end = float(info.get("start", 0.0)), float(info.get("end", 0.0))
+            start, end = span(ds, s)
             durations.append(end - start)
             w = window_session(s, ds.sensors, window, ds.tasks)
             windows[split] += len(w)
@@ -118,8 +127,7 @@ def plot_session(ds: Dataset, sid: str | None, out: str | Path) -> Path:
     rows = [(spec, part) for spec in ds.sensors for part in _parts(spec)]
     heights = [1.0 if spec.kind == "camera" else 1.4 if spec.kind == "audio" else 1.1 for spec, _ in rows]
     fig, axes = plt.subplots(len(rows), 1, sharex=True, figsize=(11, 1.0 + 1.25 * sum(heights)), gridspec_kw={"height_ratios": heights}, squeeze=False)
-    info = ds.sessions[sid]
-    start, end = float(info.get("start", 0.0)), float(info.get("end", 0.0))
+    start, end = span(ds, s)
     for ax, (spec, part) in zip(axes[:, 0], rows):
         st = s.streams.get(spec.name)
         if st is None or not len(st):
@@ -186,10 +194,12 @@ def _draw(ax, spec: SensorSpec, part, t, x, start, end) -> None:
     if spec.kind == "camera":
         n = 16  # thumbnails in even slots; each shows the newest frame by its slot's end (none during an outage)
         width = (end - start) / n
+        shown = -1
         for k in range(n):
             a = start + k * width
             i = int(np.searchsorted(t, a + width, side="right")) - 1  # newest frame by the slot's end
-            if i >= 0 and a + width - t[i] <= spec.stale_after_s:
+            if i > shown and a + width - t[i] <= spec.stale_after_s:  # each frame once
+                shown = i
                 ax.imshow(np.clip(x[i], 0, 1), extent=(a, a + 0.94 * width, 0, 1), aspect="auto", interpolation="nearest")
         ax.set_ylim(0, 1)
         ax.set_yticks([])
