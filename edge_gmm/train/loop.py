@@ -186,6 +186,8 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
+        if dist.main:
+            log(f"{desc} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, val acc {val_acc['score']:.4f}, {row['seconds']:.1f} s")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc['score']:.3f}")
