@@ -27,12 +27,15 @@ def iter_feeds(windows, modalities: list[str], batch: int, limit: int | None = N
         yield feed
 
 
-def session(path: str | Path, threads: int = 0):
+def session(path: str | Path, threads: int = 1):
+    """A CPU session; one thread by default: batch-1 windows of a small model gain nothing from more, and
+    spinning worker threads on a shared machine make evaluation many times slower."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
@@ -86,16 +89,20 @@ def layer_errors(fp32_path: Path, int8_path: Path, windows, modalities: list[str
     from edge_gmm.export.quantize import OPS_TO_QUANTIZE
 
     q = onnx.load(str(int8_path))
-    dq_inputs = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
-    layers = [(n.name, n.op_type, n.output[0]) for n in q.graph.node if n.op_type in OPS_TO_QUANTIZE and any(i in dq_inputs for i in n.input)]
+    f = onnx.load(str(fp32_path))
+    fp32_out = {n.name: n.output[0] for n in f.graph.node}
+    dq_outputs = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    # (node, op, tensor in the int8 graph, same node's tensor in the fp32 graph): QDQ keeps node names but may
+    # rename a quantized node's output (e.g. "<out>_QuantizeLinear_Input")
+    layers = [(n.name, n.op_type, n.output[0], fp32_out[n.name]) for n in q.graph.node
+              if n.op_type in OPS_TO_QUANTIZE and n.name in fp32_out and any(i in dq_outputs for i in n.input)]
     if not layers:
         return []
     tmpdir = Path(int8_path).parent
     outs = {}
-    for tag, path in (("fp32", fp32_path), ("int8", int8_path)):
-        m = onnx.load(str(path))
+    for tag, m, col in (("fp32", f, 3), ("int8", q, 2)):
         have = {o.name for o in m.graph.output}
-        m.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for _, _, t in layers if t not in have)
+        m.graph.output.extend(helper.make_tensor_value_info(t[col], onnx.TensorProto.FLOAT, None) for t in layers if t[col] not in have)
         probe = tmpdir / f".probe-{tag}.onnx"
         onnx.save(m, str(probe))
         try:
@@ -103,8 +110,8 @@ def layer_errors(fp32_path: Path, int8_path: Path, windows, modalities: list[str
         finally:
             probe.unlink(missing_ok=True)
     rows = []
-    for name, op, tensor in layers:
-        ref, got = outs["fp32"][tensor].astype(np.float64), outs["int8"][tensor].astype(np.float64)
+    for name, op, t8, t32 in layers:
+        ref, got = outs["fp32"][t32].astype(np.float64), outs["int8"][t8].astype(np.float64)
         noise = float(((ref - got) ** 2).mean())
         signal = float((ref**2).mean())
         sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")

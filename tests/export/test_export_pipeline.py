@@ -1,0 +1,199 @@
+"""The export pipeline on a real (briefly trained) student and real windows from a synthetic dataset:
+parity, INT8 gates (a broken calibration must fail), log-mel kept FP32, signed bundle, runners agree.
+
+One module-scoped run + one CLI export are shared by the tests (each export costs seconds on 2 cores).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_gmm.config import FusionConfig, ModelSpec  # noqa: E402
+from edge_gmm.errors import MissingDependencyError  # noqa: E402
+from edge_gmm.export import evaluate as ev  # noqa: E402
+from edge_gmm.export.gates import ExportGateError, check_parity  # noqa: E402
+from edge_gmm.export.pipeline import export_model, torch_outputs  # noqa: E402
+from edge_gmm.export.targets import load_target  # noqa: E402
+from edge_gmm.runtime.bundle import Bundle, generate_keypair  # noqa: E402
+from edge_gmm.runtime.runners import create_runner  # noqa: E402
+
+MODALITIES = ["imu", "audio"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory (run.json + student.safetensors) of a student-tiny trained 150 steps on machine-health."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine, 2 spinning threads made this 25x slower
+    try:
+        yield from _train_run(tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_run(tmp_path_factory):
+    from edge_gmm.data.synth import synthesize
+    from edge_gmm.data.windowing import make_windows
+    from edge_gmm.model import build_model
+    from edge_gmm.train.checkpoint import save_weights, write_run_json
+
+    root = tmp_path_factory.mktemp("export")
+    ds = synthesize("machine-health", root / "ds", sessions_per_class=4, session_seconds=5.0)
+    sensors = [s for s in ds.sensors if s.name in MODALITIES]
+    cfg = FusionConfig(dataset=str(ds.path), modalities=MODALITIES, window=ds.window,
+                       model=ModelSpec(preset="student-tiny", student="student-tiny"))
+    run = root / "run"
+    write_run_json(run, cfg, sensors, ds.window, list(ds.tasks), str(ds.path))
+    torch.manual_seed(0)
+    model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), cfg.model)
+    w = make_windows(ds, "train", ds.window, MODALITIES)
+    x = {m: torch.from_numpy(w.inputs[m]) for m in MODALITIES}
+    mask = torch.from_numpy(w.mask)
+    with torch.no_grad():
+        model.set_norm_stats(model.featurize(x, mask), mask)
+    y = torch.from_numpy(w.labels["state"])
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(150):
+        i = torch.from_numpy(rng.integers(0, len(y), 32))
+        loss = torch.nn.functional.cross_entropy(model({m: x[m][i] for m in MODALITIES}, mask[i])["logits_state"], y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_weights(model.eval(), run / "student.safetensors")
+    yield run
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return generate_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir, keys):
+    from edge_gmm.cli.main import main
+
+    out = run_dir.parent / "bundle"
+    assert main(["export", str(run_dir), "--target", "cpu-onnx-int8", "--out", str(out), "--sign-key", str(keys[0]),
+                 # the training split: ~100 windows the student fits well, so one borderline window cannot flip the 1-point gate
+                 "--eval-split", "train"]) == 0
+    return Bundle.open(out)
+
+
+@pytest.fixture(scope="module")
+def loaded(run_dir):
+    from edge_gmm.export.pipeline import run_windows
+    from edge_gmm.train.checkpoint import load_run
+
+    run = load_run(run_dir)
+    calib, evalw = run_windows(run, "train")
+    return run, calib, evalw
+
+
+def test_cli_export_writes_a_signed_bundle_with_measured_metrics(bundle, keys, loaded):
+    _, _, evalw = loaded
+    assert bundle.verify(keys[1])  # every artifact hashed, manifest signed
+    m = bundle.manifest
+    assert set(m["artifacts"]) == {"fp32", "int8"}
+    shapes = {t.name: t.shape for t in bundle.inputs}
+    assert shapes == {"imu": (1, *evalw.inputs["imu"].shape[1:]), "audio": (1, *evalw.inputs["audio"].shape[1:]), "mask": (1, 2)}
+    assert [t.name for t in bundle.outputs] == ["logits_state", "embedding"]
+    assert m["modalities"] == MODALITIES and m["tasks"][0]["labels"][0] == "normal"
+    assert max(m["parity"]["max_abs_diff"].values()) < 1e-4
+    assert m["metrics"]["fp32"]["windows"] == len(evalw.mask)
+    assert m["metrics"]["int8"]["top1_agreement"]["state"] >= 0.99
+    assert m["metrics"]["fp32"]["accuracy"]["state"] - m["metrics"]["int8"]["accuracy"]["state"] <= 1.0
+    assert m["model"]["flops"] > 0 and m["lint"]["ok"]
+
+
+def test_logmel_frontend_stays_fp32_in_the_int8_graph(bundle):
+    q = onnx.load(str(bundle.artifact_path("int8")))
+    produced_by = {o: n for n in q.graph.node for o in n.output}
+    logmel = [n for n in q.graph.node if "logmel" in n.name]
+    assert logmel and bundle.manifest["artifacts"]["int8"]["fp32_nodes"]
+    for node in logmel:
+        assert all(produced_by.get(i) is None or produced_by[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    quantized = [n for n in q.graph.node if n.op_type in ("MatMul", "Conv", "Gemm") and any(
+        produced_by.get(i) is not None and produced_by[i].op_type == "DequantizeLinear" for i in n.input)]
+    assert len(quantized) >= 4
+    zps = [i for i in q.graph.initializer if i.name.endswith("zero_point")]
+    assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps)  # signed symmetric for TensorRT
+
+
+def test_parity_gate_catches_a_graph_that_computes_something_else(bundle, loaded, tmp_path):
+    run, _, evalw = loaded
+    m = onnx.load(str(bundle.artifact_path("fp32")))
+    head = next(i for i in m.graph.initializer if "heads" in i.name and "bias" in i.name)
+    arr = onnx.numpy_helper.to_array(head).copy()
+    arr[0] += 0.5
+    head.CopyFrom(onnx.numpy_helper.from_array(arr, head.name))
+    onnx.save(m, str(tmp_path / "changed.onnx"))
+    ref = torch_outputs(run.student, evalw, MODALITIES, 16)
+    got = ev.run_onnx(tmp_path / "changed.onnx", evalw, MODALITIES, 1, 16)
+    with pytest.raises(ExportGateError, match="logits_state"):
+        check_parity(ev.max_abs_diff(got, ref), {k: float(np.abs(v).max()) for k, v in ref.items()}, 1e-4)
+    check_parity(ev.max_abs_diff(ev.run_onnx(bundle.artifact_path("fp32"), evalw, MODALITIES, 1, 16), ref), {}, 1e-4)
+
+
+def test_broken_calibration_fails_the_int8_gate_and_names_layers(loaded, tmp_path):
+    run, calib, evalw = loaded
+
+    class WrongUnits:  # calibration recorded in the wrong units (x1000): every range is 1000x too wide
+        inputs = {m: calib.inputs[m][:32] * 1000 for m in MODALITIES}
+        mask = calib.mask[:32]
+
+    with pytest.raises(ExportGateError) as e:
+        export_model(run.student, target=load_target("cpu-onnx-int8"), out=tmp_path / "b", calib_windows=WrongUnits,
+                     eval_windows=evalw)
+    msg = str(e.value)
+    assert "int8 gate failed" in msg and "SQNR" in msg
+    assert not (tmp_path / "b").exists()  # nothing shipped
+
+
+def test_fp16_conversion_of_the_real_student_agrees_with_fp32(bundle, loaded, tmp_path):
+    from edge_gmm.export.fp16 import convert_to_fp16
+
+    _, _, evalw = loaded
+    onnx.save(convert_to_fp16(onnx.load(str(bundle.artifact_path("fp32")))), str(tmp_path / "h.onnx"))
+    out16 = ev.run_onnx(tmp_path / "h.onnx", evalw, MODALITIES, 1, 48)
+    out32 = ev.run_onnx(bundle.artifact_path("fp32"), evalw, MODALITIES, 1, 48)
+    assert ev.agreement(out16, out32, run_tasks(bundle))["state"] >= 0.97
+    assert np.abs(out16["logits_state"] - out32["logits_state"]).max() < 0.05
+
+
+def run_tasks(bundle):
+    return bundle.tasks
+
+
+def test_torch_onnxrt_fp32_and_int8_runners_agree(bundle, run_dir, loaded):
+    _, _, evalw = loaded
+    feed = next(ev.iter_feeds(evalw, MODALITIES, 1))
+    with create_runner("torch", bundle, run_dir=run_dir) as t, create_runner("onnxrt", bundle, precision="fp32") as o32, \
+            create_runner("onnxrt", bundle, precision="int8") as o8:
+        a, b, c = t.infer(feed), o32.infer(feed), o8.infer(feed)
+    np.testing.assert_allclose(a["logits_state"], b["logits_state"], atol=1e-4)
+    assert a["logits_state"].argmax() == c["logits_state"].argmax()
+
+
+def test_cli_bench_table_has_torch_and_onnxrt_rows(bundle, run_dir, cli):
+    import json
+
+    code, out, _ = cli("bench", bundle.root, "--runners", "onnxrt,torch", "--threads", "1", "--iters", "20", "--json", "--run", run_dir)
+    assert code == 0
+    rows = {(r["runner"], r["precision"]): r for r in json.loads(out)["rows"]}
+    assert set(rows) == {("onnxrt", "fp32"), ("onnxrt", "int8"), ("torch", "fp32")}
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 and r["peak_pct"] > 0 for r in rows.values())
+
+
+def test_optional_quantizers_name_their_extra_when_absent(tmp_path):
+    from edge_gmm.export.quantize import QUANTIZERS
+
+    for name, extra in (("modelopt", "edge-gmm[modelopt]"), ("optimum", "edge-gmm[optimum]")):
+        with pytest.raises(MissingDependencyError) as e:
+            QUANTIZERS.get(name)(Path("in.onnx"), tmp_path / "out.onnx", lambda: iter([]), [])
+        assert extra in str(e.value)

@@ -1,0 +1,44 @@
+"""Export targets: the shipped TOMLs load and say what they promise; names and paths; clear errors."""
+
+import pytest
+
+from edge_gmm.errors import ConfigError
+from edge_gmm.export.targets import TARGETS_DIR, list_targets, load_target
+
+SHIPPED = ["cpu-onnx-fp32", "cpu-onnx-int8", "jetson-agx-orin-int8-dla", "jetson-orin-nano-int8", "jetson-orin-nx-fp16", "x86-cuda-fp16"]
+
+
+def test_every_shipped_target_loads_with_its_promises():
+    targets = {t.name: t for t in list_targets()}
+    assert sorted(targets) == SHIPPED
+    for t in targets.values():
+        assert t.batch == 1 and t.min_opset <= t.opset <= t.max_opset
+        if t.runtime == "tensorrt":
+            assert t.tensorrt_version and t.workspace_mb > 0
+        if t.precision == "int8":
+            assert t.calibration_windows > 0 and "logmel" in t.fp32_layers
+    assert targets["jetson-agx-orin-int8-dla"].dla_core == 0 and targets["jetson-agx-orin-int8-dla"].gpu_fallback
+    assert targets["jetson-orin-nx-fp16"].precision == "fp16"
+
+
+def test_by_name_or_path():
+    assert load_target("cpu-onnx-int8") == load_target(TARGETS_DIR / "cpu-onnx-int8.toml")
+
+
+def test_unknown_name_lists_the_names_and_suggests():
+    with pytest.raises(ConfigError) as e:
+        load_target("jetson-orin-nano-int9")
+    assert "did you mean 'jetson-orin-nano-int8'" in str(e.value) and "cpu-onnx-fp32" in str(e.value)
+
+
+def test_bad_target_files_name_the_problem(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('name = "mine"\nprecision = "int4"\n')
+    with pytest.raises(ConfigError, match="precision"):
+        load_target(bad)
+    bad.write_text('name = "mine"\nopset = 25\n')
+    with pytest.raises(ConfigError, match="opset 25 outside"):
+        load_target(bad)
+    bad.write_text('name = "mine"\nruntime = "tensorrt"\n')
+    with pytest.raises(ConfigError, match="tensorrt_version"):
+        load_target(bad)
