@@ -278,12 +278,13 @@ class Loop:
             self._assembly_done.set()
 
     def _push(self, item: tuple[float, Any]) -> None:
-        self._arrival, chunk = item
+        arrival, chunk = item
         if isinstance(chunk, _StateMark):
             self.source_state[chunk.driver] = chunk.state
             return
         if chunk.modality not in self.sensors or len(chunk) == 0:
             return
+        self._arrival = arrival
         self.last_t[chunk.modality] = float(chunk.t[-1])
         self.assembler.push(chunk)
 
@@ -295,8 +296,9 @@ class Loop:
             mask = np.asarray(mask, dtype=np.float32).copy()
             states = {m: self.sensor_state(m, t_end, mask[i]) for i, m in enumerate(self.modalities)}
             for i, m in enumerate(self.modalities):
-                if states[m] != "ok":
+                if states[m] != "ok" and mask[i]:  # masked here, not by the assembler: zeros, as in training
                     mask[i] = 0.0
+                    inputs[m] = np.zeros_like(inputs[m])
             self.last_sensors = states
             if self.windows.put(Window(float(t_end), inputs, mask, states, self._arrival), block=self.lossless,
                                 stop=self.stop_event):

@@ -124,8 +124,8 @@ class ReplaySource(_Player):
         loops = math.inf if self.spec.flag("loop") else 1
         n = 0
         while n < loops and self.session_ids:
-            for sid in self.session_ids:
-                yield self.dataset.load_session(sid)
+            for sid in self.session_ids:  # only the modalities this source feeds: a camera stream can be large
+                yield self.dataset.load_session(sid, [m for m in self.sensors if m not in self.absent])
             n += 1
 
 
