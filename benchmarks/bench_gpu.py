@@ -61,7 +61,7 @@ def main() -> int:
                     row.update(median_ms=lat.median_ms, p99_ms=lat.p99_ms)
                     logits = r.infer(probe(r))["logits_state"]
                     reference = logits if reference is None else reference
-                    row["max |diff| vs torch CPU"] = float(abs(logits - reference).max())
+                    row["max abs diff vs torch CPU"] = float(abs(logits - reference).max())
             except Exception as e:  # report each configuration, keep going (e.g. no CUDA provider in this onnxruntime)
                 row["note"] = str(e).splitlines()[0][:80]
             rows.append(row)
@@ -69,7 +69,7 @@ def main() -> int:
     for r in rows:
         if "median_ms" in r:
             r["speedup vs torch CPU"] = f"{cpu / r['median_ms']:.2f}x"
-    table = md_table(rows, ["runner", "precision", "device", "median_ms", "p99_ms", "speedup vs torch CPU", "max |diff| vs torch CPU", "note"])
+    table = md_table(rows, ["runner", "precision", "device", "median_ms", "p99_ms", "speedup vs torch CPU", "max abs diff vs torch CPU", "note"])
     m = result.manifest["model"]
     notes = (f"{m['preset']} ({m['parameters']:,} parameters, {m['flops'] / 1e6:.1f} MFLOP/window), batch 1, "
              f"torch {torch.__version__}, GPU {gpu}. GPU timings include the host->device copies and the copy back (which waits for the kernels).")
