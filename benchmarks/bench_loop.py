@@ -123,8 +123,10 @@ def main() -> int:
                  "overhead p50 ms": lat["overhead"]["p50"], "overhead p99 ms": lat["overhead"]["p99"],
                  "infer p50 ms": lat["infer"]["p50"], "infer p99 ms": lat["infer"]["p99"],
                  "dropped": s["dropped_windows"], "predictions": s["predictions"]})
-    notes = [f"Student `{Path(bundle).name}`, process pinned to {core}, ONNX Runtime 1 thread; "
-             "overhead = end-to-end (chunk arrival to prediction handed to the publisher, publish included) minus inference."]
+    notes = [f"Model `{s['model']['name']}` ({s['model']['version']}), {s['model']['backend']} {s['model']['precision']}, "
+             f"1 thread, process pinned to {core}, publishing to {args.mqtt}. Overhead = end-to-end (chunk arrival to "
+             "prediction handed to the publisher, publish included) minus inference; at --speed max windows wait "
+             "in the queue by design (the replay runs ahead), so that row's overhead is queueing, not loop cost."]
     if args.soak:
         warm = min(60.0, args.soak / 5)
         marks = {}
