@@ -20,11 +20,13 @@ def test_uris_pick_their_transport():
     assert parse_uri("socket://127.0.0.1:5000").target == "127.0.0.1:5000"
     assert parse_uri("/dev/ttyACM0").scheme == "serial"
     assert parse_uri("pty:/tmp/ttyMCU").target == "/tmp/ttyMCU"
+    ei = parse_uri("/dev/ttyACM0?format=ei-forwarder&frequency=100")
+    assert (ei.scheme, ei.target, ei.options) == ("serial", "/dev/ttyACM0", {"format": "ei-forwarder", "frequency": "100"})
     gst = parse_uri("nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280 ! nvvidconv ! appsink")
     assert gst.scheme == "gstreamer" and gst.target.startswith("nvarguscamerasrc")
     with pytest.raises(ConfigError, match="no scheme") as e:
         parse_uri("data/mh")
-    assert "replay://" in str(e.value)
+    assert "replay://" in str(e.value) and "gstreamer://" not in str(e.value)
 
 
 def test_an_unknown_scheme_lists_the_known_ones():

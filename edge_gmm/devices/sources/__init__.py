@@ -77,11 +77,12 @@ def parse_uri(uri: str) -> SourceSpec:
     if "!" in uri and "://" not in uri.split("!")[0]:
         return SourceSpec(uri=uri, scheme="gstreamer", target=uri)
     if "://" not in uri:
-        if uri.startswith("pty:"):
-            return SourceSpec(uri=uri, scheme="serial", target=uri[4:])
-        if uri.startswith("/dev/") or os.path.exists(uri):
-            return SourceSpec(uri=uri, scheme="serial", target=uri)
-        raise ConfigError(f"source {uri!r} has no scheme", hint=f"use one of: {', '.join(s + '://' for s in SOURCES.names())}")
+        path, _, query = uri.removeprefix("pty:").partition("?")
+        if uri.startswith("pty:") or path.startswith("/dev/") or os.path.exists(path):
+            return SourceSpec(uri=uri, scheme="serial", target=path, options=dict(parse_qsl(query)))
+        schemes = ", ".join(s + "://" for s in SOURCES.names() if s != "gstreamer")
+        raise ConfigError(f"source {uri!r} has no scheme and is no serial device or pty path",
+                          hint=f"use one of: {schemes}, a /dev/tty* or pty path, or a GStreamer pipeline")
     scheme, rest = uri.split("://", 1)
     target, _, query = rest.partition("?")
     return SourceSpec(uri=uri, scheme=scheme.lower(), target=unquote(target), options=dict(parse_qsl(query)))

@@ -18,7 +18,8 @@ READ_TIMEOUT_S = 0.2  # every blocking read wakes up this often to notice a stop
 
 
 class SerialSource(Source):
-    """The MCU link: `serial:///dev/ttyACM0?baud=921600&format=frames|ei-forwarder`, `socket://host:port`, a pty path.
+    """The MCU link: `serial:///dev/ttyACM0?baud=921600[&format=ei-forwarder&frequency=100&name=imu]`,
+    `socket://host:port`, or a pty path.
 
     `firmware_bridge.open_bridge` decodes frames (or Edge Impulse forwarder lines) into SensorChunks with
     MCU time mapped to the host clock. Names the MCU announces map onto bundle modalities through
@@ -34,6 +35,9 @@ class SerialSource(Source):
             raise MissingDependencyError("serial sources need pyserial", hint="pip install 'edge-gmm[device]'") from None
         self.baud = self.spec.option("baud", 921600, int)
         self.format = self.spec.option("format", "frames")
+        # Edge Impulse forwarder lines carry no names or rates: `frequency` and `name` say them (else detected)
+        self.forwarder = {k: v for k, v in (("frequency", self.spec.option("frequency", None, float)),
+                                            ("name", self.spec.option("name"))) if v is not None}
         self.reader = None  # the open BridgeReader, for its stats
 
     def _bridge_url(self) -> str:
@@ -43,7 +47,8 @@ class SerialSource(Source):
         from edge_gmm.data.format import SensorChunk
         from edge_gmm.firmware_bridge.source import open_bridge
 
-        reader = open_bridge(self._bridge_url(), format=self.format, baudrate=self.baud, reconnect=False)
+        reader = open_bridge(self._bridge_url(), format=self.format, baudrate=self.baud, reconnect=False,
+                             **(self.forwarder if self.format == "ei-forwarder" else {}))
         reader.start()  # DeviceError when the port cannot be opened: the driver retries
         self.reader = reader
         try:
