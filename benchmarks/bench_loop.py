@@ -151,6 +151,9 @@ def main() -> int:
                      "infer p50 ms": s["latency_ms"]["infer"]["p50"], "infer p99 ms": s["latency_ms"]["infer"]["p99"],
                      "dropped": s["dropped_windows"], "predictions": s["predictions"]})
         notes.append(f"Soak: RSS growth after a {warm:g} s warm-up {growth:.2f} MB; predictions not acked by the broker: {lost}.")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     command = "python " + " ".join(["benchmarks/bench_loop.py", *sys.argv[1:]])
     table = md_table(rows)
     if args.no_publish:
