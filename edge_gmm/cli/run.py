@@ -54,8 +54,13 @@ def run(args) -> int:
         metrics_every_s=args.metrics_every)
 
     def install_signals(loop) -> None:
+        def handler(num, _frame):
+            if loop.stop_event.is_set():  # a second signal while shutting down: give up waiting
+                raise KeyboardInterrupt
+            loop.request_stop(signal.Signals(num).name)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda num, _frame: loop.request_stop(signal.Signals(num).name))
+            signal.signal(sig, handler)
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
