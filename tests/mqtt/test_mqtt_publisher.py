@@ -29,11 +29,14 @@ def wait_until(cond, timeout=15.0):
 
 def test_mosquitto_sub_gets_every_prediction_status_and_metrics_all_valid(mosquitto, tmp_path):
     n = 200
-    sub = subprocess.Popen(
-        ["mosquitto_sub", "-p", str(mosquitto.port), "-q", "1", "-v", "-t", f"edge-gmm/v1/{DEV}/#", "-C", str(n + 2), "-W", "20"],
+    sub = subprocess.Popen(  # -d: a debug line tells when it is subscribed (stdbuf: line by line); -W 20: it gives up
+        ["stdbuf", "-oL", "mosquitto_sub", "-d", "-p", str(mosquitto.port), "-q", "1", "-v", "-t", f"edge-gmm/v1/{DEV}/#",
+         "-C", str(n + 2), "-W", "20"],
         stdout=subprocess.PIPE, text=True,
     )
-    time.sleep(0.3)  # mosquitto_sub subscribed
+    for line in sub.stdout:
+        if "SUBACK" in line:
+            break
     pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=tmp_path / "spool",
                     status_extra={"model": {"name": "m"}}).start()
     seqs = [pub.publish_prediction(example_prediction(DEV)) for _ in range(n)]
@@ -44,6 +47,8 @@ def test_mosquitto_sub_gets_every_prediction_status_and_metrics_all_valid(mosqui
     pub.stop()
     by_kind = {"prediction": [], "status": [], "metrics": []}
     for line in out.splitlines():
+        if not line.startswith("edge-gmm/"):
+            continue  # a debug line
         topic, body = line.split(" ", 1)
         kind = topic.rsplit("/", 1)[1]
         payload = json.loads(body)

@@ -2,44 +2,41 @@
 
 import json
 import subprocess
-import threading
 import time
 
 from conftest import free_port
 
 from edge_gmm.mqtt.payload import example_prediction
 from edge_gmm.mqtt.publisher import Publisher
-from edge_gmm.mqtt.subscriber import SeqTracker
+from edge_gmm.mqtt.subscriber import SeqTracker, Subscriber
 from edge_gmm.mqtt.url import parse_mqtt_url
 
 
+def register_session(url: str, device: str, client_id: str) -> None:
+    """A persistent session subscribed on the broker, so nothing published from now on is missed (no sleeps)."""
+    Subscriber(parse_mqtt_url(url), device, client_id=client_id).start().stop()
+
+
 def test_json_count_prints_exactly_n_valid_lines(mosquitto, tmp_path, cli):
+    register_session(mosquitto.url, "dev1", "script")
     pub = Publisher(parse_mqtt_url(mosquitto.url), "dev1", spool_dir=tmp_path / "spool").start()
-
-    def later():
-        time.sleep(0.5)  # the CLI is subscribed by then
-        for _ in range(8):
-            pub.publish_prediction(example_prediction("dev1"))
-
-    threading.Thread(target=later).start()
-    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--device", "dev1", "--json", "--count", "5",
-                         "--timeout", "10", "--validate")
-    pub.stop()
+    for _ in range(8):
+        pub.publish_prediction(example_prediction("dev1"))
+    pub.stop()  # drains: all 8 are on the broker, queued for the 'script' session
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--device", "dev1", "--client-id", "script",
+                         "--json", "--count", "5", "--timeout", "10", "--validate")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 5
     assert [json.loads(x)["seq"] for x in lines] == [0, 1, 2, 3, 4]
 
 
 def test_gaps_and_duplicates_are_reported(mosquitto, cli):
-    def send():
-        time.sleep(0.5)
-        for seq in (0, 1, 3, 3, 4):
-            body = json.dumps({**example_prediction("devx"), "seq": seq, "ts": 1.0})
-            subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", "edge-gmm/v1/devx/prediction",
-                            "-m", body], check=True)
-
-    threading.Thread(target=send).start()
-    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--count", "5", "--timeout", "10")
+    register_session(mosquitto.url, "+", "watch")
+    for seq in (0, 1, 3, 3, 4):  # a third-party publisher with a gap (2) and a duplicate (3)
+        body = json.dumps({**example_prediction("devx"), "seq": seq, "ts": 1.0})
+        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", "edge-gmm/v1/devx/prediction",
+                        "-m", body], check=True)
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--client-id", "watch", "--count", "5", "--timeout", "10")
     assert code == 0
     assert "devx  seq 3" in out and "[gap]" in out and "[duplicate]" in out
     assert "1 missing (gaps), 1 duplicates" in err
