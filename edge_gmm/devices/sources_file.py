@@ -62,16 +62,20 @@ def load_sources(value: str, sensors: list[SensorSpec]) -> SourcesPlan:
     data = read_mapping(value)
     if isinstance(data.get("sources"), dict) and len(data) == 1:
         data = data["sources"]
-    by_uri: dict[str, SourceSpec] = {}
+    by_uri: dict[tuple[str, str], SourceSpec] = {}  # (scheme, target): one port, one reader
     for modality, raw in data.items():
         if isinstance(raw, str):
             raw = {"uri": raw}
         entry = from_dict(SourceEntry, raw, source=value, where=modality)
         _check_known([modality], names, value)
-        spec = by_uri.get(entry.uri)
-        if spec is None:
-            spec = by_uri[entry.uri] = parse_uri(entry.uri)
-            spec.options.pop("modalities", None)
+        parsed = parse_uri(entry.uri)
+        parsed.options.pop("modalities", None)
+        spec = by_uri.setdefault((parsed.scheme, parsed.target), parsed)
+        if spec is not parsed:  # the same device named twice: merge its options, refuse a contradiction
+            for k, v in parsed.options.items():
+                if spec.options.setdefault(k, v) != v:
+                    raise ConfigError(f"{value}: {spec.modalities[0]!r} and {modality!r} share {parsed.target!r} "
+                                      f"but ask for {k}={spec.options[k]} and {k}={v}", hint="give both the same options")
         spec.modalities.append(modality)
         if entry.sensor:
             spec.rename[entry.sensor] = modality

@@ -55,6 +55,16 @@ def test_sources_file_groups_modalities_by_uri_and_keeps_renames_and_timeouts(tm
     assert "camera" not in plan.fed
 
 
+def test_one_port_named_with_and_without_options_is_opened_once(tmp_path):
+    f = tmp_path / "sources.yaml"
+    f.write_text("imu: serial:///dev/ttyACM0?baud=921600\nenv: serial:///dev/ttyACM0\n")
+    (spec,) = load_sources(str(f), scenario_sensors()).specs
+    assert spec.modalities == ["imu", "env"] and spec.options == {"baud": "921600"}
+    f.write_text("imu: serial:///dev/ttyACM0?baud=921600\nenv: serial:///dev/ttyACM0?baud=115200\n")
+    with pytest.raises(ConfigError, match="'imu' and 'env' share '/dev/ttyACM0' but ask for baud=921600 and baud=115200"):
+        load_sources(str(f), scenario_sensors())
+
+
 def test_sources_file_errors_name_the_file_and_key(tmp_path):
     f = tmp_path / "sources.yaml"
     f.write_text("lidar: serial:///dev/ttyACM0\n")
