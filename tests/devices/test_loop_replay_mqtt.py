@@ -70,6 +70,9 @@ def test_a_tampered_bundle_exits_2_before_contacting_the_broker(small_dataset, t
                 "--spool-dir", tmp_path / "spool")
     assert r.returncode == 2
     assert "model.fp32.onnx" in r.stderr and "sha256" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("run", "--bundle", tiny_bundle, "--sources", f"replay://{small_dataset}", "--mqtt",
+                f"mqtt://127.0.0.1:{port}", "--precision", "int8", "--spool-dir", tmp_path / "spool")
+    assert r.returncode == 2 and "no int8 artifact" in r.stderr  # a precision the bundle lacks: refused up front
     with pytest.raises(socket.timeout):
         listener.accept()  # nobody connected
     listener.close()
