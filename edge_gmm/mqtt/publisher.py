@@ -353,8 +353,10 @@ class Publisher:
         self._take_acks()
 
     def _take_acks(self) -> None:
+        seqs = []
         while self._acks:
             seq = self._inflight.pop(self._acks.popleft(), None)
-            if seq is not None and seq >= 0:
-                if self._spool.ack(seq):
-                    self._counts["acked"] += 1
+            if seq is not None and seq >= 0:  # status/metrics map to _NOT_PREDICTION
+                seqs.append(seq)
+        if seqs:
+            self._counts["acked"] += self._spool.ack_many(seqs)

@@ -239,19 +239,25 @@ class Spool:
 
     def ack(self, seq: int) -> bool:
         """Mark `seq` delivered; False when it was already acked or dropped."""
+        return self.ack_many([seq]) == 1
+
+    def ack_many(self, seqs: list[int]) -> int:
+        """Mark several delivered under one lock (the pump acks in batches); returns how many were new."""
+        fresh = 0
         with self._lock:
-            for seg in self._segments:
-                if seg.first_seq <= seq < seg.end_seq:
-                    i = seq - seg.first_seq
-                    if seg.done[i]:
-                        return False
-                    seg.done[i] = 1
-                    seg.unacked -= 1
-                    self._state_dirty = True
-                    if seg.unacked == 0 and not (self._active_fd is not None and seg is self._segments[-1]):
-                        self._remove(seg)
-                    return True
-        return False
+            for seq in seqs:
+                for seg in self._segments:
+                    if seg.first_seq <= seq < seg.end_seq:
+                        i = seq - seg.first_seq
+                        if not seg.done[i]:
+                            seg.done[i] = 1
+                            seg.unacked -= 1
+                            fresh += 1
+                            if seg.unacked == 0 and not (self._active_fd is not None and seg is self._segments[-1]):
+                                self._remove(seg)
+                        break
+            self._state_dirty = self._state_dirty or fresh > 0
+        return fresh
 
     @property
     def pending(self) -> int:

@@ -123,6 +123,11 @@ def test_broker_sigkill_mid_stream_leaves_no_seq_gap(mosquitto, tmp_path):
     assert pub.stats()["reconnects"] >= 1
 
 
+def status(sub) -> dict:
+    view = sub.devices().get(DEV)
+    return (view.status if view else None) or {}
+
+
 CHILD = """
 import sys, time
 from edge_gmm.mqtt.payload import example_prediction
@@ -144,14 +149,14 @@ def test_publisher_killed_and_restarted_delivers_what_it_spooled(mosquitto, tmp_
     assert child.stdout.readline().strip() == "published"
     child.send_signal(signal.SIGKILL)  # mid-delivery: most predictions are not PUBACKed yet
     child.wait()
-    assert wait_until(lambda: (sub.devices()[DEV].status or {}).get("state") == "offline")
-    assert sub.devices()[DEV].status["reason"] == "connection lost"  # the last will
+    assert wait_until(lambda: status(sub).get("state") == "offline")
+    assert status(sub)["reason"] == "connection lost"  # the last will
     with Spool(spool) as sp:
         assert sp.recovered > 0, "the kill came too late to test anything"
     pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=spool).start()
     assert pub.publish_prediction(example_prediction(DEV)) == n  # seq continues after the restart
     assert wait_until(lambda: {p["seq"] for p in sub.predictions} >= set(range(n + 1)), timeout=30), sub.stats()
     pub.stop()
-    assert wait_until(lambda: sub.devices()[DEV].status.get("reason") == "stopped")
+    assert wait_until(lambda: status(sub).get("reason") == "stopped")
     sub.stop()
     assert sub.stats()["gaps"] == 0
