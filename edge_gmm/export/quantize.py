@@ -65,7 +65,10 @@ def quantize_ort(src: Path, dst: Path, calibration: Feeds, exclude: list[str]) -
             nodes_to_exclude=exclude,
             calibrate_method=CalibrationMethod.MinMax,
             # bias stays float: TensorRT's DequantizeLinear takes int8 only, and fuses the float bias itself
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            # and no Q/DQ on their outputs: the next op's input quantization is what TensorRT fuses, and requantizing
+        # the logits themselves flipped near-tie windows (top-1 agreement 96.3% -> 98.1% on one run)
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "OpTypesToExcludeOutputQuantization": OPS_TO_QUANTIZE},
         )
     return {"quantizer": "ort", "calibration": "minmax", "symmetric": True, "per_channel": True}
 
