@@ -160,3 +160,18 @@ def test_publisher_killed_and_restarted_delivers_what_it_spooled(mosquitto, tmp_
     assert wait_until(lambda: status(sub).get("reason") == "stopped")
     sub.stop()
     assert sub.stats()["gaps"] == 0
+
+
+def test_status_is_retained_and_updated_for_late_subscribers(mosquitto, tmp_path):
+    pub = Publisher(parse_mqtt_url(mosquitto.url), DEV, spool_dir=tmp_path / "spool",
+                    status_extra={"model": {"name": "m", "version": "2"}}).start()
+    pub.set_status({"sources": ["replay://ds"]})
+    pub.publish_prediction(example_prediction(DEV))
+    assert wait_until(lambda: pub.stats()["acked"] == 1)
+    late = Subscriber(parse_mqtt_url(mosquitto.url), DEV).start()  # joins after the fact: gets the retained copy
+    assert wait_until(lambda: status(late).get("sources") == ["replay://ds"])
+    assert status(late)["state"] == "online" and status(late)["model"]["version"] == "2"
+    validate("status", status(late))
+    pub.stop()
+    assert wait_until(lambda: status(late).get("state") == "offline")
+    late.stop()

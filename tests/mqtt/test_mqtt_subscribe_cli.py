@@ -63,3 +63,16 @@ def test_seq_tracker_tells_gaps_late_arrivals_duplicates_and_resets():
     assert t.add(0) == "reset" and t.gaps == 0 and t.add(1) == "ok"
     joined_late = SeqTracker()
     assert [joined_late.add(s) for s in (500, 501)] == ["ok", "ok"] and joined_late.gaps == 0
+
+
+def test_validate_counts_payloads_that_break_the_schema(mosquitto, cli):
+    register_session(mosquitto.url, "+", "strict")
+    bad = {**example_prediction("devy"), "seq": 0, "ts": 1.0, "sensors": {"imu": "on fire"}}
+    good = {**example_prediction("devy"), "seq": 1, "ts": 1.0}
+    for body in (bad, good):
+        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", "edge-gmm/v1/devy/prediction",
+                        "-m", json.dumps(body)], check=True)
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--client-id", "strict", "--validate", "--json",
+                         "--count", "1", "--timeout", "10")
+    assert code == 0 and [json.loads(x)["seq"] for x in out.splitlines()] == [1]
+    assert "1 invalid" in err
