@@ -11,6 +11,7 @@ peak; INT8 top-1 agreement >= 99% and accuracy drop <= 0.5 point.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -84,6 +85,7 @@ def main() -> None:
         result = export_run(run, target=target, out=tmp / "bundle", log=lambda m: print(m, file=sys.stderr))
         print(f"prepared in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         threads = [int(t) for t in args.threads.split(",")]
+        load = os.getloadavg()[0]
         rows = bench_bundle(result.bundle, runners=("torch", "onnxrt"), threads=threads, iters=args.iters, max_s=15,
                             run_dir=run, log=lambda m: print(m, file=sys.stderr))
     m = result.manifest
@@ -99,7 +101,8 @@ def main() -> None:
              f"peak_pct = achieved FLOP/s / onnxruntime MatMul 512^3 peak at the same thread count. "
              f"INT8 (ort, signed symmetric QDQ, log-mel FP32) on {acc['fp32']['windows']} evaluation windows: "
              f"accuracy fp32 {acc['fp32']['accuracy']['state']:.2f}% -> int8 {acc['int8']['accuracy']['state']:.2f}%, "
-             f"top-1 agreement {100 * acc['int8']['top1_agreement']['state']:.2f}%.")
+             f"top-1 agreement {100 * acc['int8']['top1_agreement']['state']:.2f}%. "
+             f"Load average when the timing started: {load:.1f} (shared machine).")
     print(notes)
     cmd = "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:])
     if args.no_publish:
