@@ -106,7 +106,7 @@ def bench_bundle(bundle, *, runners=("onnxrt",), precisions=None, threads=(1,), 
                 except EdgeGmmError as e:
                     if not skip_missing:
                         raise
-                    row.update(status="skipped: " + str(e).splitlines()[0])
+                    row.update(status="skipped: " + str(e).splitlines()[0][:100])
                     rows.append(row)
                     continue
                 row.update(median_ms=lat.median_ms, p99_ms=lat.p99_ms, iters=lat.iters, status="ok")

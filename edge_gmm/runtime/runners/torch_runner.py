@@ -55,7 +55,14 @@ class TorchRunner(Runner):
             )
         from edge_gmm.train.checkpoint import load_run
 
-        return load_run(run_dir).student
+        try:
+            student = load_run(run_dir, roles=("student",)).student
+        except RuntimeError as e:  # torch's load_state_dict: the model code no longer matches the checkpoint
+            raise ConfigError(f"torch runner: cannot load the student of {run_dir}: {str(e).splitlines()[0]}",
+                              hint="the model code changed since this run was trained; retrain or use the onnxrt runner") from None
+        if student is None:
+            raise ConfigError(f"torch runner: {run_dir} holds no trained student (student.safetensors)")
+        return student
 
     def _compile_tensorrt(self, model):
         try:
