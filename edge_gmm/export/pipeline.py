@@ -123,6 +123,10 @@ def export_model(
     from edge_gmm.export.quantize import quantize
     from edge_gmm.model.onnx_export import export_onnx
 
+    if target.precision == "int8":
+        from edge_gmm.export.quantize import ensure_available
+
+        ensure_available(quantizer)
     if ev.n_windows(eval_windows) == 0:
         raise DataError("export: no evaluation windows; the dataset's evaluation split is empty")
     modalities = list(model.modalities)

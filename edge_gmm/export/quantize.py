@@ -134,6 +134,25 @@ def quantize_optimum(src: Path, dst: Path, calibration: Feeds, exclude: list[str
     return {"quantizer": "optimum", "calibration": "minmax", "symmetric": True, "per_channel": True}
 
 
+# quantizer -> (module to import, extra that provides it): checked before minutes of export work are spent
+OPTIONAL = {"modelopt": ("modelopt.onnx.quantization", "edge-gmm[modelopt]"), "optimum": ("optimum.onnxruntime", "edge-gmm[optimum]")}
+
+
+def ensure_available(name: str) -> None:
+    QUANTIZERS.get(name)  # unknown name -> ConfigError listing the quantizers
+    if name in OPTIONAL:
+        import importlib.util
+
+        module, extra = OPTIONAL[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the parent package is absent
+            found = False
+        if not found:
+            raise MissingDependencyError(f"--quantizer {name} needs {module.split('.')[0]}, not installed here",
+                                         hint=f"pip install '{extra}' (in its own virtualenv for modelopt: it replaces onnxruntime)")
+
+
 def quantize(name: str, src: Path, dst: Path, calibration: Feeds, fp32_patterns) -> dict:
     """Run quantizer `name`; returns what it did (recorded in the manifest)."""
     exclude = excluded_nodes(src, fp32_patterns)

@@ -85,7 +85,8 @@ def bench_bundle(bundle, *, runners=("onnxrt",), precisions=None, threads=(1,), 
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     flops = float(bundle.manifest.get("model", {}).get("flops", 0) or 0)
-    precisions = list(precisions or bundle.precisions)
+    chosen = list(precisions) if precisions else None
+    target_precision = bundle.manifest.get("target", {}).get("precision") or bundle.default_precision()
     peaks: dict[int, float] = {}
     rows = []
     for t in threads:
@@ -93,7 +94,9 @@ def bench_bundle(bundle, *, runners=("onnxrt",), precisions=None, threads=(1,), 
             peaks[t] = matmul_peak_flops(t)
             log(f"matmul peak, {t} thread(s): {peaks[t] / 1e9:.1f} GFLOP/s")
         for name in runners:
-            for precision in precisions:
+            # TensorRT builds fp16 from the FP32 ONNX: by default it runs what the target asked for
+            todo = chosen or ([target_precision] if name == "tensorrt" else bundle.precisions)
+            for precision in todo:
                 if name == "torch" and precision == "int8":
                     continue
                 if name == "tensorrt" and t != threads[0]:

@@ -190,8 +190,11 @@ def test_cli_bench_table_has_torch_and_onnxrt_rows(bundle, run_dir, cli):
     assert all(r["status"] == "ok" and r["median_ms"] > 0 and r["peak_pct"] > 0 for r in rows.values())
 
 
-def test_optional_quantizers_name_their_extra_when_absent(tmp_path):
+def test_optional_quantizers_name_their_extra_when_absent(run_dir, tmp_path, cli):
     from edge_gmm.export.quantize import QUANTIZERS
+
+    code, _, err = cli("export", run_dir, "--target", "cpu-onnx-int8", "--out", tmp_path / "b", "--quantizer", "modelopt")
+    assert code == 2 and "edge-gmm[modelopt]" in err  # refused before any export work
 
     for name, extra in (("modelopt", "edge-gmm[modelopt]"), ("optimum", "edge-gmm[optimum]")):
         with pytest.raises(MissingDependencyError) as e:
