@@ -127,6 +127,8 @@ class TrainSpec:
     feature_beta: float = 0.5  # weight of the feature (embedding) distillation loss
     class_weighting: bool = True
     augment: bool = True
+    modality_mix: float = 0.5  # per modality, chance to take it from another window of the same class
+    label_smoothing: float = 0.1
     threads: int = 0  # 0 = torch default
 
 

@@ -23,10 +23,12 @@ from edge_gmm.model.tokenizers import TOKENIZERS
 
 
 def _projector(kind: str, enc: int, dim: int) -> nn.Module:
+    # No LayerNorm in front: a token is nearly linear in its patch, and normalizing it per token would
+    # erase the amplitude that carries the signal (vibration level, temperature, current).
     if kind == "mlp":
-        return nn.Sequential(nn.LayerNorm(enc), nn.Linear(enc, dim), nn.GELU(), nn.Linear(dim, dim))
+        return nn.Sequential(nn.Linear(enc, dim), nn.GELU(), nn.Linear(dim, dim))
     if kind == "linear":
-        return nn.Sequential(nn.LayerNorm(enc), nn.Linear(enc, dim))
+        return nn.Linear(enc, dim)
     raise ConfigError(f"unknown projector {kind!r}; choose 'linear' or 'mlp'")
 
 

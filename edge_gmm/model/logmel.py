@@ -41,7 +41,8 @@ def mel_filterbank(n_bins: int, n_fft: int, rate: float, n_mels: int, fmax: floa
 class LogMel(nn.Module):
     """(B, N) waveform in [-1, 1] -> (B, n_mels, frames) log-mel power, frames = 1 + (N - n_fft) // hop."""
 
-    def __init__(self, rate: float, n_samples: int, win_s: float, hop_s: float, n_mels: int, fmax: float = 0.0):
+    def __init__(self, rate: float, n_samples: int, win_s: float, hop_s: float, n_mels: int, fmax: float = 0.0,
+                 linear: bool = False):
         super().__init__()
         self.n_fft = min(n_samples, max(8, int(round(win_s * rate))))
         self.hop = max(1, int(round(hop_s * rate)))
@@ -49,6 +50,8 @@ class LogMel(nn.Module):
         # keep only the DFT bins the mel bands use: a 4 kHz ceiling halves the cost of the DFT conv
         n_bins = int(math.floor(fmax * self.n_fft / rate)) + 1
         n_bins = min(n_bins, self.n_fft // 2 + 1)
+        if linear:  # plain log power spectrum: one output row per DFT bin (used for vibration)
+            n_mels = n_bins
         self.n_bins, self.n_mels = n_bins, n_mels
         self.frames = 1 + (n_samples - self.n_fft) // self.hop
         t = torch.arange(self.n_fft, dtype=torch.float64)
@@ -57,7 +60,8 @@ class LogMel(nn.Module):
         phase = 2 * math.pi * k * t[None] / self.n_fft
         dft = torch.cat([torch.cos(phase), -torch.sin(phase)]) * window  # (2*n_bins, n_fft)
         self.register_buffer("dft", dft.float()[:, None, :])  # (2K, 1, n_fft) conv weight
-        self.register_buffer("mel", mel_filterbank(n_bins, self.n_fft, rate, n_mels, fmax))  # (K, n_mels)
+        fb = torch.eye(n_bins) if linear else mel_filterbank(n_bins, self.n_fft, rate, n_mels, fmax)
+        self.register_buffer("mel", fb)  # (K, n_mels)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         spec = nn.functional.conv1d(wave.unsqueeze(1), self.dft, stride=self.hop)  # (B, 2K, F)

@@ -33,6 +33,10 @@ class Preset:
     n_mels: int = 64
     audio_fmax: float = 0.0
     resampler_queries: int = 0  # >0: K learned queries per modality (caps tokens per modality at K)
+    # IMU front end: a log power spectrogram per channel (phase-free, so a model cannot tell recording
+    # sessions apart by the phases between harmonics); 0 = time-domain patches like any time series
+    imu_win_s: float = 0.25
+    imu_hop_s: float = 0.125
 
 
 PRESETS: Registry[Preset] = Registry("model preset")

@@ -75,7 +75,6 @@ class Tokenizer(nn.Module):
         raise NotImplementedError
 
 
-@TOKENIZERS.register("imu")
 @TOKENIZERS.register("timeseries")
 class SeriesTokenizer(Tokenizer):
     """(B, C, T) -> PatchTST-style patches: conv1d with kernel = stride = patch -> (B, T // patch, enc)."""
@@ -95,6 +94,40 @@ class SeriesTokenizer(Tokenizer):
 
     def encode(self, x):
         return self.blocks(self.embed(x)).transpose(1, 2)  # (B, N, enc)
+
+
+@TOKENIZERS.register("imu")
+def imu_tokenizer(sensor, window, preset):
+    """IMU: a per-channel log power spectrogram (vibration) when the preset sets imu_win_s, else patches."""
+    if preset.imu_win_s > 0 and window.samples(sensor) >= 16:
+        return SpectrogramTokenizer(sensor, window, preset)
+    return SeriesTokenizer(sensor, window, preset)
+
+
+class SpectrogramTokenizer(Tokenizer):
+    """(B, C, T) -> per channel log power spectrum over short frames (B, C*K, F) -> one token per frame."""
+
+    def __init__(self, sensor, window, preset):
+        super().__init__(sensor, window, preset)
+        # the module is named logmel like the audio one, so quantizers keep every DFT/log front end FP32
+        self.logmel = LogMel(sensor.rate, self.n_samples, preset.imu_win_s, preset.imu_hop_s, 0, linear=True)
+        rows = sensor.channels * self.logmel.n_bins
+        self.n_tokens = self.logmel.frames
+        self.embed = nn.Conv1d(rows, preset.enc_dim, 1)
+        self.blocks = nn.Sequential(*[ConvBlock(preset.enc_dim, 1) for _ in range(preset.enc_blocks)])
+        self._init_stats((1, rows, 1))
+
+    @property
+    def input_shape(self):
+        return (self.sensor.channels, self.n_samples)
+
+    def frontend(self, x):
+        b, c, t = x.shape
+        spec = self.logmel(x.reshape(b * c, t))  # (B*C, K, F)
+        return spec.reshape(b, c * spec.shape[1], spec.shape[2])  # (B, C*K, F)
+
+    def encode(self, x):
+        return self.blocks(self.embed(x)).transpose(1, 2)  # (B, F, enc)
 
 
 @TOKENIZERS.register("audio")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_gmm.config import TrainSpec
-from edge_gmm.train.augment import AUGMENTS, modality_dropout
+from edge_gmm.train.augment import AUGMENTS, mix_same_class, modality_dropout
 from edge_gmm.train.distributed import Dist
 from edge_gmm.train.features import FeatureSet
 
@@ -148,6 +148,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     stds = {m: model.tokenizers[m].std.detach().cpu() for m in model.modalities}
+    primary = next((t.name for t in model.tasks if t.type == "classification"), None)
     bar = progress(total=epochs, initial=start_epoch, desc=desc) if progress else None
     for epoch in range(start_epoch, epochs):
         if bad >= spec.patience:
@@ -162,7 +163,10 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
             feats = batch.feats
             if spec.augment:
                 feats = {x.name: AUGMENTS.get(x.kind)(feats[x.name], stds[x.name], aug_g) for x in model.sensors}
-            mask = modality_dropout(batch.mask, modality_dropout_p, aug_g)
+            mask = batch.mask
+            if spec.augment and spec.modality_mix > 0 and primary and len(model.modalities) > 1:
+                feats, mask = mix_same_class(feats, mask, batch.labels[primary], spec.modality_mix, aug_g)
+            mask = modality_dropout(mask, modality_dropout_p, aug_g)
             out = net({m: f.to(device) for m, f in feats.items()}, mask.to(device))
             loss = _loss(model, out, batch, idx, weights, spec, distill, device)
             opt.zero_grad(set_to_none=True)
@@ -213,7 +217,8 @@ def _loss(model, out, batch: FeatureSet, idx, weights, spec: TrainSpec, distill:
         key = f"logits_{t.name}"
         if t.type == "classification":
             y = batch.labels[t.name].to(device)
-            hard = F.cross_entropy(out[key], y, weight=weights[t.name], ignore_index=-1) if (y >= 0).any() else out[key].sum() * 0
+            hard = F.cross_entropy(out[key], y, weight=weights[t.name], ignore_index=-1,
+                                   label_smoothing=spec.label_smoothing) if (y >= 0).any() else out[key].sum() * 0
             if distill is not None:
                 temp = spec.distill_temperature
                 soft_t = F.softmax(distill.logits[t.name][idx].to(device) / temp, dim=-1)
