@@ -45,7 +45,8 @@ def bench_machine_health(args, work: Path) -> list[dict]:
     from edge_gmm.data.synth import synthesize
     from edge_gmm.train.run import resolve_config
 
-    size = {} if args.full else {"sessions_per_class": 5, "session_seconds": 20.0}
+    # many short sessions (see examples/machine-health.yaml): ~1900 windows in --full, ~950 in the short run
+    size = {"sessions_per_class": 20, "session_seconds": 10.0} if args.full else {"sessions_per_class": 12, "session_seconds": 8.0}
     t0 = time.perf_counter()
     ds = synthesize("machine-health", work / "machine-health", seed=0, **size)
     print(f"machine-health: synthesized in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -41,6 +41,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = -1.0
+    best_loss: float = float("inf")
     seconds: float = 0.0
 
 
@@ -96,17 +97,21 @@ def predict(model, data: FeatureSet, batch: int = 512, device=torch.device("cpu"
 
 
 def accuracy(model, data: FeatureSet, device=torch.device("cpu")) -> dict[str, float]:
-    """Accuracy per classification task on labeled windows; 'score' = their mean (early-stopping metric)."""
+    """Accuracy per classification task on labeled windows; 'score' = their mean, 'loss' = mean cross-entropy
+    (early stopping: higher score wins, a lower loss breaks ties, e.g. once validation accuracy reaches 100 %)."""
     out = predict(model, data, device=device)
-    accs = {}
+    accs, losses = {}, []
     for t in model.tasks:
         if t.type != "classification":
             continue
         y = data.labels[t.name]
         ok = y >= 0
         if ok.any():
-            accs[t.name] = float((out[f"logits_{t.name}"].argmax(-1)[ok] == y[ok]).float().mean())
+            logits = out[f"logits_{t.name}"][ok]
+            accs[t.name] = float((logits.argmax(-1) == y[ok]).float().mean())
+            losses.append(float(F.cross_entropy(logits, y[ok])))
     accs["score"] = sum(accs.values()) / len(accs) if accs else 0.0
+    accs["loss"] = sum(losses) / len(losses) if losses else 0.0
     return accs
 
 
@@ -142,6 +147,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
         torch.set_rng_state(st["torch_rng"])
         best_state, bad = st["best_state"], st["bad"]
         result.history, result.best_epoch, result.best_score = st["history"], st["best_epoch"], st["best_score"]
+        result.best_loss = st.get("best_loss", float("inf"))
         start_epoch = st["epoch"] + 1
         log(f"{desc}: resumed after epoch {start_epoch}")
     net = objective
@@ -176,22 +182,26 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
             sched.step()
             total_loss += float(loss.detach()) * len(idx)
             seen += len(idx)
-        val_acc = accuracy(model, val, device) if len(val) else {"score": 0.0}
+        val_acc = accuracy(model, val, device) if len(val) else {"score": 0.0, "loss": 0.0}
         train_loss = total_loss / max(1, seen)
         if dist.enabled:  # average the logged loss; validation is identical on every rank
             t = torch.tensor([train_loss], device=device)
             torch.distributed.all_reduce(t)
             train_loss = float(t) / dist.world
-        row = {"epoch": epoch, "train_loss": train_loss, "val_acc": val_acc["score"], "lr": sched.get_last_lr()[0],
+        row = {"epoch": epoch, "train_loss": train_loss, "val_acc": val_acc["score"], "val_loss": val_acc["loss"],
+               "lr": sched.get_last_lr()[0],
                "seconds": time.perf_counter() - t0}
         result.history.append(row)
-        if val_acc["score"] > result.best_score + 1e-6:
-            result.best_score, result.best_epoch, bad = val_acc["score"], epoch, 0
+        better = val_acc["score"] > result.best_score + 1e-6 or (
+            val_acc["score"] >= result.best_score - 1e-6 and val_acc["loss"] < result.best_loss)
+        if better:
+            result.best_score, result.best_loss, result.best_epoch, bad = val_acc["score"], val_acc["loss"], epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
         if dist.main:
-            log(f"{desc} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, val acc {val_acc['score']:.4f}, {row['seconds']:.1f} s")
+            log(f"{desc} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, val acc {val_acc['score']:.4f}, "
+                f"val loss {val_acc['loss']:.4f}, {row['seconds']:.1f} s")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc['score']:.3f}")
@@ -201,7 +211,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
             torch.save({"objective": objective.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "shuffle_g": shuffle_g.get_state(), "aug_g": aug_g.get_state(), "torch_rng": torch.get_rng_state(),
                         "best_state": best_state, "bad": bad, "history": result.history, "best_epoch": result.best_epoch,
-                        "best_score": result.best_score, "epoch": epoch}, tmp)
+                        "best_score": result.best_score, "best_loss": result.best_loss, "epoch": epoch}, tmp)
             tmp.replace(state_path)
     if bar is not None:
         bar.close()
