@@ -134,6 +134,8 @@ class Loop:
     be None (a dry run). `payload_fn` builds the prediction payload (mqtt.payload.prediction_payload).
     """
 
+    telemetry: Callable[[], dict[str, Any]] | None = None  # Jetson readings (tegrastats) for the metrics topic
+
     def __init__(self, *, sensors: list[SensorSpec], window: WindowSpec, modalities: list[str], runner,
                  post: PostProcessor, sources: list[Source], timeouts: dict[str, float], model: dict[str, Any],
                  options: LoopOptions, payload_fn: Callable[..., dict], publish: Callable[[dict], Any] | None,
@@ -393,6 +395,7 @@ class Loop:
             "sensors": self.current_sensors(),
             "sources": {d.source.describe(): {"state": d.state, "restarts": d.restarts, "error": d.error}
                         for d in self.drivers},
+            **({"jetson": self.telemetry()} if self.telemetry is not None and self.telemetry() else {}),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -501,6 +504,10 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
                        queue_windows=settings.queue_windows, metrics_every_s=settings.metrics_every_s)
     with contextlib.ExitStack() as stack:
         name, runner = open_runner(bundle, settings.runner, settings.precision, settings.threads, stack)
+        from edge_gmm.devices.tegrastats import TegrastatsReader
+
+        telemetry = TegrastatsReader().start()  # does nothing where tegrastats is absent (not a Jetson)
+        stack.callback(telemetry.stop)
         model = {"name": bundle.name, "version": str(bundle.manifest["model"].get("version", "")),
                  "precision": runner.precision, "backend": name}
         publisher = None
@@ -518,6 +525,7 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
                         payload_fn=prediction_payload,
                         publish=publisher.publish_prediction if publisher else None,
                         publish_metrics=publisher.publish_metrics if publisher else None, clock=clock)
+            loop.telemetry = telemetry.latest
             if on_loop is not None:
                 on_loop(loop)
             summary = loop.run()
