@@ -140,18 +140,30 @@ def test_parity_gate_catches_a_graph_that_computes_something_else(bundle, loaded
     check_parity(ev.max_abs_diff(ev.run_onnx(bundle.artifact_path("fp32"), evalw, MODALITIES, 1, 16), ref), {}, 1e-4)
 
 
-def test_broken_calibration_fails_the_int8_gate_and_names_layers(loaded, tmp_path):
+def test_broken_calibration_fails_the_int8_gate_and_names_layers(loaded, tmp_path, monkeypatch):
+    """A calibration that got every activation range 100x too wide (e.g. data recorded in the wrong units on
+    every sensor), made by rescaling the real quantizer's activation scales, must be stopped by the gate.
+
+    (Feeding odd calibration windows is not a reliable way to break it: the student's LayerNorms re-normalize
+    every block, so only the first layer's ranges follow the input, and that alone did not move the gate.)"""
+    from edge_gmm.export.quantize import QUANTIZERS, quantize_ort
+
+    def wrong_ranges(src, dst, calibration, exclude):
+        info = quantize_ort(src, dst, calibration, exclude)
+        m = onnx.load(str(dst))
+        inits = {i.name: i for i in m.graph.initializer}
+        for scale in {n.input[1] for n in m.graph.node if n.op_type == "QuantizeLinear"}:  # activation scales
+            inits[scale].CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(inits[scale]) * 100, scale))
+        onnx.save(m, str(dst))
+        return info
+
+    monkeypatch.setitem(QUANTIZERS._table, "wrong-ranges", wrong_ranges)
     run, calib, evalw = loaded
-
-    class WrongUnits:  # calibration recorded in the wrong units (x1000): every range is 1000x too wide
-        inputs = {m: calib.inputs[m][:32] * 1000 for m in MODALITIES}
-        mask = calib.mask[:32]
-
     with pytest.raises(ExportGateError) as e:
-        export_model(run.student, target=load_target("cpu-onnx-int8"), out=tmp_path / "b", calib_windows=WrongUnits,
-                     eval_windows=evalw)
+        export_model(run.student, target=load_target("cpu-onnx-int8"), out=tmp_path / "b", calib_windows=calib,
+                     eval_windows=evalw, quantizer="wrong-ranges")
     msg = str(e.value)
-    assert "int8 gate failed" in msg and "SQNR" in msg
+    assert "int8 gate failed" in msg and "top-1 agreement" in msg and "SQNR" in msg
     assert not (tmp_path / "b").exists()  # nothing shipped
 
 
