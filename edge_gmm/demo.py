@@ -32,8 +32,8 @@ class DemoOptions:
     out: str = "demo-out"
     mqtt: str = "embedded"
     seed: int = 0
-    sessions_per_class: int = 8
-    session_seconds: float = 25.0
+    sessions_per_class: int = 20  # 20 x 10 s: enough sessions per class that the model cannot memorize sessions
+    session_seconds: float = 10.0
     epochs: int | None = None  # None = the training defaults
     states: list[str] = field(default_factory=lambda: ["normal", "bearing_wear", "electrical_fault"])
     seconds_per_state: float = 10.0

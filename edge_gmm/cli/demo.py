@@ -12,8 +12,8 @@ def configure(p) -> None:
     p.add_argument("--mqtt", default="embedded",
                    help="broker URL (mqtt://host:1883, mqtts://...) or 'embedded' for an in-process broker (default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sessions-per-class", type=int, default=8, help="dataset size (default 8 sessions per class)")
-    p.add_argument("--session-seconds", type=float, default=25.0, help="seconds per recorded session (default 25)")
+    p.add_argument("--sessions-per-class", type=int, default=20, help="dataset size (default 20 sessions per class)")
+    p.add_argument("--session-seconds", type=float, default=10.0, help="seconds per recorded session (default 10)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the training defaults)")
     p.add_argument("--states", default="normal,bearing_wear,electrical_fault",
                    help="machine states the virtual MCU plays, in order (comma-separated)")

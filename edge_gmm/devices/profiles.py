@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge_gmm.resources import shipped_dir
 from edge_gmm.config import DeviceProfile, load_config
 from edge_gmm.errors import ConfigError
 
 # The repository's devices/ folder (an editable install or a checkout). EDGE_GMM_PROFILES (os.pathsep-separated
 # folders) is searched first, so a user can keep profiles of their own boards elsewhere.
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "devices"
-EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
+PROFILES_DIR = shipped_dir("devices")
+EXPORT_DIR = shipped_dir("export")
 # other names people use for the same board -> the profile's name (not listed separately)
 ALIASES = {"jetson-orin-nano-8gb": "jetson-orin-nano", "jetson-orin-nx-16gb": "jetson-orin-nx"}
 

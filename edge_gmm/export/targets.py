@@ -8,8 +8,10 @@ from pathlib import Path
 from edge_gmm.config import ExportTarget, load_config
 from edge_gmm.errors import ConfigError
 
-# The repository's export/ folder; EDGE_GMM_TARGETS (os.pathsep-separated folders) is searched first.
-TARGETS_DIR = Path(__file__).resolve().parents[2] / "export"
+from edge_gmm.resources import shipped_dir
+
+# The shipped export/ folder; EDGE_GMM_TARGETS (os.pathsep-separated folders) is searched first.
+TARGETS_DIR = shipped_dir("export")
 OPS_TABLE = TARGETS_DIR / "tensorrt-onnx-ops.toml"
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_gmm.errors import ConfigError
+from edge_gmm.resources import shipped_dir
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "devices" / "systemd"
+TEMPLATE_DIR = shipped_dir("devices") / "systemd"
 UNIT_TEMPLATE = "edge-gmm.service.in"
 ENV_TEMPLATE = "edge-gmm.env.in"
 _FIELD = re.compile(r"\{\{(\w+)\}\}")
