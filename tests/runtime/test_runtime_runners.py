@@ -97,3 +97,12 @@ def test_bench_rows_have_latency_and_flops_and_skip_absent_engines(bundle_dir):
     assert ort["status"] == "ok" and 0 < ort["median_ms"] <= ort["p99_ms"] and ort["gflops"] > 0 and ort["peak_pct"] > 0
     trt = next(r for r in rows if r["runner"] == "tensorrt")
     assert trt["status"].startswith("skipped: the tensorrt runner needs")
+
+
+def test_a_verified_bundle_whose_onnx_does_not_load_is_a_bundle_error(tmp_path):
+    # The hashes match (the file was bundled as it is) but it is no ONNX model: a BundleError (CLI exit 2) naming it.
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all")
+    bundle = write_bundle(tmp_path / "bad", manifest_stub(), {"fp32": junk})
+    with pytest.raises(BundleError, match="cannot load this model"):
+        create_runner("onnxrt", bundle, precision="fp32").activate()

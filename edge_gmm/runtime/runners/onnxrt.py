@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_gmm.errors import ConfigError, MissingDependencyError
+from edge_gmm.errors import BundleError, ConfigError, MissingDependencyError
 from edge_gmm.runtime.runners.base import Runner
 
 # provider short names -> ORT provider ids, in the order "auto" prefers them
@@ -48,7 +48,11 @@ class OnnxRuntimeRunner(Runner):
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         path = self.bundle.artifact_path(self.precision)
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types: all mean "this file will not load"
+            raise BundleError(f"{path}: onnxruntime cannot load this model: {str(e).splitlines()[0][:300]}",
+                              hint="re-export the bundle with 'edge-gmm export'") from None
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
