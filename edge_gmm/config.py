@@ -129,6 +129,7 @@ class TrainSpec:
     augment: bool = True
     modality_mix: float = 0.5  # per modality, chance to take it from another window of the same class
     label_smoothing: float = 0.1
+    aux_weight: float = 0.0  # >0: per-modality auxiliary heads (train only) against one modality starving another
     threads: int = 0  # 0 = torch default
 
 

@@ -113,6 +113,7 @@ class GMM(nn.Module):
                          return_tokens: bool = False) -> dict[str, torch.Tensor]:
         b = mask.shape[0]
         tokens = [self.cls.expand(b, -1, -1)]
+        pooled: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.modalities):
             f = feats[m]
             present = mask[:, i].reshape((-1,) + (1,) * (f.dim() - 1)) > 0.5
@@ -120,6 +121,8 @@ class GMM(nn.Module):
             if m in self.resamplers:
                 t = self.resamplers[m](t)  # (B, K, D)
             tokens.append(t + self.time_emb[m] + self.modality_emb[i])
+            if return_tokens:  # per-modality pooled tokens (B, D), for training-time auxiliary heads
+                pooled[m] = t.mean(dim=1)
         x = torch.cat(tokens, dim=1)  # (B, 1 + sum N_m, D)
         present = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)[:, self.token_owner]  # (B, N)
         bias = ((1.0 - present) * MASK_BIAS).reshape(b, 1, 1, -1)  # (B, 1, 1, N): 0 or -1e4
@@ -128,6 +131,8 @@ class GMM(nn.Module):
         emb = self.norm(x[:, 0])  # (B, D) fused CLS embedding
         out = {f"logits_{t.name}": self.heads[t.name](emb) for t in self.tasks}
         out["embedding"] = emb
+        for m, v in pooled.items():
+            out[f"pooled_{m}"] = v
         return out
 
     def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:

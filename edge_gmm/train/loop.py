@@ -46,17 +46,25 @@ class FitResult:
 
 
 class Objective(nn.Module):
-    """Model + (for a student) the feature-distillation projector; what DDP wraps."""
+    """Model + training-only parts: the feature-distillation projector (student) and per-modality auxiliary
+    heads (`aux_weight` > 0: each modality's pooled tokens classify the primary task on their own, so a
+    modality that is slower to learn is not starved by an easier one). What DDP wraps."""
 
-    def __init__(self, model, teacher_dim: int = 0):
+    def __init__(self, model, teacher_dim: int = 0, aux_task=None):
         super().__init__()
         self.model = model
         self.feature_proj = nn.Linear(model.embed_dim, teacher_dim) if teacher_dim else None
+        self.aux_task = aux_task
+        self.aux = nn.ModuleDict({m: nn.Linear(model.embed_dim, len(aux_task.labels)) for m in model.modalities}) \
+            if aux_task is not None else None
 
     def forward(self, feats, mask):
-        out = self.model.forward_features(feats, mask)
+        out = self.model.forward_features(feats, mask, return_tokens=self.aux is not None)
         if self.feature_proj is not None:
             out["projected"] = self.feature_proj(out["embedding"])
+        if self.aux is not None:
+            for m, head in self.aux.items():
+                out[f"aux_{m}"] = head(out.pop(f"pooled_{m}"))
         return out
 
 
@@ -122,7 +130,8 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
     t_start = time.perf_counter()
     device = dist.device
     use_features = distill is not None and spec.feature_beta > 0
-    objective = Objective(model, distill.embedding.shape[1] if use_features else 0).to(device)
+    aux_task = next((t for t in model.tasks if t.type == "classification"), None) if spec.aux_weight > 0 else None
+    objective = Objective(model, distill.embedding.shape[1] if use_features else 0, aux_task).to(device)
     trainable = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=spec.weight_decay)
     per_rank = len(train) // dist.world
@@ -174,7 +183,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
                 feats, mask = mix_same_class(feats, mask, batch.labels[primary], spec.modality_mix, aug_g)
             mask = modality_dropout(mask, modality_dropout_p, aug_g)
             out = net({m: f.to(device) for m, f in feats.items()}, mask.to(device))
-            loss = _loss(model, out, batch, idx, weights, spec, distill, device)
+            loss = _loss(model, out, batch, idx, weights, spec, distill, device, mask.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -220,7 +229,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int,
     return result
 
 
-def _loss(model, out, batch: FeatureSet, idx, weights, spec: TrainSpec, distill: Distill | None, device):
+def _loss(model, out, batch: FeatureSet, idx, weights, spec: TrainSpec, distill: Distill | None, device, batch_mask):
     # every output joins the graph (at weight 0 if it has no loss), so DDP sees every parameter used
     loss = sum(v.sum() for k, v in out.items() if k.startswith("logits_")) * 0.0
     for t in model.tasks:
@@ -242,6 +251,13 @@ def _loss(model, out, batch: FeatureSet, idx, weights, spec: TrainSpec, distill:
             if ok.any():
                 loss = loss + F.mse_loss(out[key][ok], y[ok])
         # anomaly heads train nothing: they are fitted on embeddings after training
+    aux = [k for k in out if k.startswith("aux_")]
+    if aux:  # per-modality auxiliary classification, on the windows where that modality is present
+        y = batch.labels[next(t.name for t in model.tasks if t.type == "classification")].to(device)
+        for i, k in enumerate(aux):
+            present = batch_mask[:, i] * (y >= 0).float()
+            ce = F.cross_entropy(out[k], y.clamp_min(0), reduction="none")
+            loss = loss + spec.aux_weight / len(aux) * (ce * present).sum() / present.sum().clamp_min(1.0)
     if "projected" in out:
         target = distill.embedding[idx].to(device)
         loss = loss + spec.feature_beta * F.mse_loss(out["projected"], target)
