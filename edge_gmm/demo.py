@@ -40,6 +40,8 @@ class DemoOptions:
     cpu_target: str = "cpu-onnx-int8"
     jetson_target: str = "jetson-orin-nano-int8"
     precision: str = "int8"  # what the device loop runs
+    max_accuracy_drop: float | None = None  # None = the targets' INT8 gates
+    min_agreement: float | None = None
     fresh: bool = False  # redo steps whose outputs already exist
 
 
@@ -158,12 +160,12 @@ def _evaluate(run_dir: Path, log) -> dict:
 
 
 def _best_single(ablation: dict) -> dict | None:
-    """The best 'only <modality>' row of an ablation table, if the table has such rows."""
-    singles = {k: v for k, v in ablation.items() if k.startswith("only")}
-    if not singles:
+    """The best single modality of an ablation table ({'alone': {modality: accuracy}, 'without': ...})."""
+    alone = ablation.get("alone") or {}
+    if not alone:
         return None
-    name, row = max(singles.items(), key=lambda kv: kv[1].get("accuracy", 0))
-    return {"name": name, "accuracy": row.get("accuracy")}
+    name = max(alone, key=alone.get)
+    return {"name": name, "accuracy": alone[name]}
 
 
 def _export(opts: DemoOptions, run_dir: Path, out: Path, log) -> dict:
@@ -178,7 +180,12 @@ def _export(opts: DemoOptions, run_dir: Path, out: Path, log) -> dict:
             log(f"    reusing {bundle_dir}")
             manifest = json.loads(manifest_file.read_text())
         else:
-            res = export_run(run_dir, target=load_target(target_name), out=bundle_dir, log=lambda m: log(f"    {m}"))
+            target = load_target(target_name)
+            if opts.max_accuracy_drop is not None:
+                target.max_accuracy_drop = opts.max_accuracy_drop
+            if opts.min_agreement is not None:
+                target.min_top1_agreement = opts.min_agreement
+            res = export_run(run_dir, target=target, out=bundle_dir, log=lambda m: log(f"    {m}"))
             manifest = res.manifest
         lint = manifest.get("lint", {})
         result[key] = {
@@ -337,7 +344,7 @@ def summary_text(s: dict) -> str:
     for prec, m in cpu.get("metrics", {}).items():
         acc = next(iter((m.get("accuracy") or {}).values()), None)  # percent, primary task
         agree = next(iter((m.get("top1_agreement") or {}).values()), None)  # fraction
-        line = f"bundle {prec:5s} accuracy " + (f"{acc:.1f} %" if acc is not None else "-")
+        line = f"bundle {prec:5s} validation accuracy " + (f"{acc:.1f} %" if acc is not None else "-")
         lines.append(line + (f", top-1 agreement with fp32 {_pct(agree)}" if agree is not None else ""))
     jet = ex.get("jetson", {})
     if jet:
