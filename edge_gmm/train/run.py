@@ -89,7 +89,7 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
     from edge_gmm.model import build_model, flops
 
     t0 = time.perf_counter()
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // dist.world)
+    threads = cfg.train.threads or max(1, usable_cpus() // dist.world)
     torch.set_num_threads(threads)
     sensors, tasks = select(cfg, ds)
     if (out / "run.json").exists() and not resume and any((out / f"{r}.safetensors").exists() for r in ("teacher", "student")):
@@ -153,6 +153,15 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
 
         plot_curves(metrics, out / "plots" / "curves.png")
     return metrics
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (taskset/cgroup affinity), not the machine's count: 16 threads on
+    2 allowed cores made an epoch 8x slower (measured)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _fit_anomaly(model, data: FeatureSet, dist: Dist) -> None:
