@@ -109,18 +109,18 @@ class ModelSpec:
     patch_s: float = 0.0  # patch length in seconds for imu/timeseries/audio tokens; 0 = the preset's
     resampler_queries: int = 0  # >0: K learned queries per modality cap the token budget
     dropout: float = 0.1
-    modality_dropout: float = 0.2  # probability per modality per sample during training
+    modality_dropout: float = 0.25  # probability per modality per sample during training
 
 
 @dataclass
 class TrainSpec:
-    epochs: int = 30
-    student_epochs: int = 0  # 0 = same as epochs
+    epochs: int = 10  # teacher; the defaults are the demo config's (examples/machine-health.yaml)
+    student_epochs: int = 12  # 0 = same as epochs
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_frac: float = 0.05
-    patience: int = 8  # early stopping on validation accuracy
+    warmup_frac: float = 0.1
+    patience: int = 4  # early stopping on validation accuracy
     seed: int = 0
     distill_temperature: float = 2.0
     distill_alpha: float = 0.7  # weight of the soft (teacher) loss
