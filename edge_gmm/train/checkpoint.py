@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-
 from edge_gmm.config import FusionConfig, SensorSpec, TaskSpec, WindowSpec, from_dict, to_dict
 from edge_gmm.errors import DataError
 
@@ -122,5 +120,3 @@ def load_run(path: str | Path, roles: tuple[str, ...] = ROLES) -> Run:
             load_weights(model, weights)
             setattr(run, role, model.eval())
     return run
-
-

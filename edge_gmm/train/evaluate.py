@@ -108,7 +108,6 @@ def evaluate_run(run: Run, dataset: str | None = None, split: str = "test", late
     return result
 
 
-
 def write_outputs(run: Run, result: dict) -> Path:
     """Figures under RUN/plots and RUN/report.md; returns the report's path."""
     from edge_gmm.train.plots import plot_confusions, plot_curves
