@@ -91,8 +91,12 @@ def evaluate_run(run: Run, dataset: str | None = None, split: str = "test", late
             entry["macro_f1"] = tasks[primary]["macro_f1"]
             entry["ablation"] = ablation(model, data, primary)
         if latency:
+            threads = torch.get_num_threads()
             torch.set_num_threads(1)  # a device-like single stream; also stable on a shared machine
-            entry["cpu_latency_ms"] = round(cpu_latency_ms(model), 3)
+            try:
+                entry["cpu_latency_ms"] = round(cpu_latency_ms(model), 3)
+            finally:
+                torch.set_num_threads(threads)
         result[role] = entry
         if bar is not None:
             bar.update(1)
