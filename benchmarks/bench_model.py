@@ -132,7 +132,7 @@ def bench_av_digits(args, work: Path) -> list[dict]:
     epochs = 60 if args.full else 30
     cfg, ds = resolve_config(str(ds.path), None, **{
         "train.epochs": epochs, "train.student_epochs": epochs, "train.batch_size": 32, "train.patience": 15,
-        "train.aux_weight": 0.5, "model.modality_dropout": 0.5})
+        "train.aux_weight": 1.0, "train.lr": 3e-3, "model.modality_dropout": 0.5})
     _, res = _train_eval(cfg, ds, work / "run-av-digits", latency=False)
     s = res["student"]
     alone = s["ablation"]["alone"]
