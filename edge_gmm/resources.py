@@ -18,3 +18,17 @@ def shipped_dir(name: str) -> Path:
     if here.is_dir():
         return here
     return Path(sys.prefix) / "share" / "edge-gmm" / name
+
+
+def toml_files(env_var: str, shipped: Path, *, skip: tuple[str, ...] = ()) -> dict[str, Path]:
+    """name (file stem) -> TOML file, from the folders in `env_var` (os.pathsep-separated) then `shipped`;
+    earlier folders win, so users keep their own targets/profiles beside the shipped ones."""
+    import os
+
+    dirs = [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p] + [shipped]
+    found: dict[str, Path] = {}
+    for d in (d for d in dirs if d.is_dir()):
+        for f in sorted(d.glob("*.toml")):
+            if f.name not in skip:
+                found.setdefault(f.stem, f)
+    return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge_gmm.resources import shipped_dir
+from edge_gmm.resources import shipped_dir, toml_files
 from edge_gmm.config import DeviceProfile, load_config
 from edge_gmm.errors import ConfigError
 
@@ -23,18 +23,9 @@ EXPORT_DIR = shipped_dir("export")
 ALIASES = {"jetson-orin-nano-8gb": "jetson-orin-nano", "jetson-orin-nx-16gb": "jetson-orin-nx"}
 
 
-def profile_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("EDGE_GMM_PROFILES", "").split(os.pathsep) if p]
-    return [d for d in [*extra, PROFILES_DIR] if d.is_dir()]
-
-
 def _profile_files() -> dict[str, Path]:
-    """name (file stem) -> file; earlier folders win."""
-    found: dict[str, Path] = {}
-    for d in profile_dirs():
-        for f in sorted(d.glob("*.toml")):
-            found.setdefault(f.stem, f)
-    return found
+    """name (file stem) -> file; EDGE_GMM_PROFILES folders first."""
+    return toml_files("EDGE_GMM_PROFILES", PROFILES_DIR)
 
 
 def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:

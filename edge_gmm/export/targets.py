@@ -8,26 +8,16 @@ from pathlib import Path
 from edge_gmm.config import ExportTarget, load_config
 from edge_gmm.errors import ConfigError
 
-from edge_gmm.resources import shipped_dir
+from edge_gmm.resources import shipped_dir, toml_files
 
 # The shipped export/ folder; EDGE_GMM_TARGETS (os.pathsep-separated folders) is searched first.
 TARGETS_DIR = shipped_dir("export")
 OPS_TABLE = TARGETS_DIR / "tensorrt-onnx-ops.toml"
 
 
-def target_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("EDGE_GMM_TARGETS", "").split(os.pathsep) if p]
-    return [d for d in [*extra, TARGETS_DIR] if d.is_dir()]
-
-
 def target_files() -> dict[str, Path]:
-    """name -> TOML file (earlier folders win); the op table is not a target."""
-    found: dict[str, Path] = {}
-    for d in target_dirs():
-        for f in sorted(d.glob("*.toml")):
-            if f.name != OPS_TABLE.name:
-                found.setdefault(f.stem, f)
-    return found
+    """name -> TOML file (EDGE_GMM_TARGETS folders first); the op table is not a target."""
+    return toml_files("EDGE_GMM_TARGETS", TARGETS_DIR, skip=(OPS_TABLE.name,))
 
 
 def load_target(name_or_path: str | os.PathLike) -> ExportTarget:

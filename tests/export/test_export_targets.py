@@ -5,7 +5,8 @@ import pytest
 from edge_gmm.errors import ConfigError
 from edge_gmm.export.targets import TARGETS_DIR, list_targets, load_target
 
-SHIPPED = ["cpu-onnx-fp32", "cpu-onnx-int8", "jetson-agx-orin-int8-dla", "jetson-orin-nano-int8", "jetson-orin-nx-fp16", "x86-cuda-fp16"]
+SHIPPED = ["cpu-onnx-fp32", "cpu-onnx-int8", "jetson-agx-orin-int8-dla", "jetson-nano-fp16", "jetson-orin-nano-int8",
+           "jetson-orin-nx-fp16", "jetson-xavier-nx-fp16", "x86-cuda-fp16"]
 
 
 def test_every_shipped_target_loads_with_its_promises():
@@ -19,6 +20,16 @@ def test_every_shipped_target_loads_with_its_promises():
             assert t.calibration_windows > 0 and "logmel" in t.fp32_layers
     assert targets["jetson-agx-orin-int8-dla"].dla_core == 0 and targets["jetson-agx-orin-int8-dla"].gpu_fallback
     assert targets["jetson-orin-nx-fp16"].precision == "fp16"
+
+
+def test_every_device_profile_names_a_shipped_target_within_its_opset():
+    from edge_gmm.devices.profiles import list_profiles
+
+    targets = {t.name: t for t in list_targets()}
+    for prof in list_profiles():
+        assert prof.default_target in targets, prof.name
+        if prof.max_opset:
+            assert targets[prof.default_target].max_opset <= prof.max_opset, prof.name
 
 
 def test_by_name_or_path():
