@@ -22,6 +22,9 @@ sys.path.insert(0, str(REPO))
 from benchmarks.report import md_table, publish  # noqa: E402
 
 DEMO_CONFIG = REPO / "examples" / "machine-health.yaml"
+# BasicMotions has 40 training cases: small batches, more epochs; 0.5 s patches give 20 tokens per 10 s series
+BASICMOTIONS_TRAIN = {"train.epochs": 60, "train.student_epochs": 60, "train.batch_size": 8, "train.patience": 60,
+                      "train.lr": 1e-3, "model.patch_s": 0.5, "model.modality_dropout": 0.0}
 
 
 def _train_eval(cfg, ds, out: Path, latency: bool = True) -> tuple[dict, dict]:
@@ -96,10 +99,7 @@ def bench_basicmotions(args, work: Path) -> list[dict]:
         print("BasicMotions: no .ts files (install aeon or pass --basicmotions DIR); skipped")
         return [_row("BasicMotions", "skipped", "no .ts files")]
     ds = import_dataset("ts", files[0], work / "basicmotions", test=files[1], opts=ImportOptions(rate=10.0, seed=0))
-    # 40 training cases: small batches, more epochs; 0.5 s patches give 20 tokens per 10 s series
-    cfg, ds = resolve_config(str(ds.path), None, **{
-        "train.epochs": 60, "train.student_epochs": 60, "train.batch_size": 8, "train.patience": 60,
-        "train.lr": 1e-3, "model.patch_s": 0.5, "model.modality_dropout": 0.0})
+    cfg, ds = resolve_config(str(ds.path), None, **BASICMOTIONS_TRAIN)
     _, res = _train_eval(cfg, ds, work / "run-basicmotions", latency=False)
     rows = [_row("BasicMotions", "teacher test accuracy", f"{100 * res['teacher']['accuracy']:.1f} %"),
             _row("BasicMotions", "student test accuracy", f"{100 * res['student']['accuracy']:.1f} %", ">= 97.5 %",
