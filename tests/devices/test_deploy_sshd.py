@@ -208,7 +208,7 @@ def test_a_new_release_whose_loop_fails_to_start_is_rolled_back(running, bundles
     assert code == 2
     assert "rolled back to releases/fingerprint-0.0.1-" in err and "online again" in err
     # why: the loop's first crash ended the wait (not the 60 s timeout), with the loop's own last log lines
-    assert "exited with code 1 before reporting online" in err and "Protobuf" in err
+    assert "exited with code 2 before reporting online" in err and "cannot load this model" in err
     assert running.current().startswith("releases/fingerprint-0.0.1-")
     assert not (running.home / "previous").exists()  # restored as it was: v1 had no predecessor
     assert running.status()["model"]["version"] == "0.0.1"
