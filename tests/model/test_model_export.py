@@ -18,13 +18,7 @@ SENSORS = [
 TASKS = [TaskSpec("state", labels=["a", "b", "c", "d"])]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # the suite shares 2 cores with other processes: more threads only spin against each other
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
