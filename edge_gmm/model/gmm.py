@@ -11,6 +11,9 @@ so they contribute exactly nothing to the CLS token. All shapes are static for a
 
 from __future__ import annotations
 
+import keyword
+import re
+
 import torch
 from torch import nn
 
@@ -50,9 +53,9 @@ class GMM(nn.Module):
         self.modalities = [s.name for s in sensors]
         d = p.d_model
 
-        self.tokenizers = nn.ModuleDict({s.name: TOKENIZERS.get(s.kind)(s, window, p) for s in sensors})
-        self.projectors = nn.ModuleDict({m: _projector(p.projector, p.enc_dim, d) for m in self.modalities})
-        self.resamplers = nn.ModuleDict()
+        self.tokenizers = _ByName({s.name: TOKENIZERS.get(s.kind)(s, window, p) for s in sensors})
+        self.projectors = _ByName({m: _projector(p.projector, p.enc_dim, d) for m in self.modalities})
+        self.resamplers = _ByName()
         self.token_counts: dict[str, int] = {}
         for m in self.modalities:
             n = self.tokenizers[m].n_tokens
@@ -60,7 +63,7 @@ class GMM(nn.Module):
                 self.resamplers[m] = Resampler(d, p.resampler_queries, p.heads)
                 n = p.resampler_queries
             self.token_counts[m] = n
-        self.time_emb = nn.ParameterDict(
+        self.time_emb = _ParamsByName(
             {m: nn.Parameter(torch.randn(1, n, d) * 0.02) for m, n in self.token_counts.items()}
         )
         self.modality_emb = nn.Parameter(torch.randn(len(self.modalities), d) * 0.02)
@@ -70,7 +73,7 @@ class GMM(nn.Module):
         self.register_buffer("token_owner", torch.tensor(owner, dtype=torch.long), persistent=False)
         self.blocks = nn.ModuleList([Block(d, p.heads, p.mlp_ratio, spec.dropout) for _ in range(p.depth)])
         self.norm = nn.LayerNorm(d)
-        self.heads = nn.ModuleDict({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
+        self.heads = _ByName({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
 
     # ------------------------------------------------------------------ names and shapes
     @property
@@ -178,3 +181,38 @@ def build_model(preset: str, sensors: list[SensorSpec], window: WindowSpec, task
                 spec: ModelSpec | None = None) -> GMM:
     """The one factory: a GMM of preset `preset` (see PRESETS) for these modalities and tasks."""
     return GMM(preset, sensors, window, tasks, spec)
+
+
+def _key(name: str) -> str:
+    """A user's modality or task name as a submodule key. torch.export writes Python source with these names as
+    attributes, so a keyword ('class', a UEA task) or a non-identifier ('temp-1') would not compile there."""
+    return name if name.isidentifier() and not keyword.iskeyword(name) else "k_" + re.sub(r"\W", "_", name)
+
+
+class _ByName(nn.ModuleDict):
+    """ModuleDict indexed by user names, stored under `_key(name)`."""
+
+    def __init__(self, modules: dict | None = None):
+        super().__init__({_key(k): v for k, v in (modules or {}).items()})
+
+    def __getitem__(self, name: str):
+        return super().__getitem__(_key(name))
+
+    def __setitem__(self, name: str, module) -> None:
+        super().__setitem__(_key(name), module)
+
+    def __contains__(self, name: str) -> bool:
+        return super().__contains__(_key(name))
+
+
+class _ParamsByName(nn.ParameterDict):
+    """ParameterDict indexed by user names, stored under `_key(name)`."""
+
+    def __init__(self, params: dict | None = None):
+        super().__init__({_key(k): v for k, v in (params or {}).items()})
+
+    def __getitem__(self, name: str):
+        return super().__getitem__(_key(name))
+
+    def __contains__(self, name: str) -> bool:
+        return super().__contains__(_key(name))

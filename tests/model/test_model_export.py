@@ -74,3 +74,17 @@ def test_onnxruntime_matches_torch(exported, mask_rows):
     for name, value in zip(model.output_names, got):
         assert np.isfinite(value).all()
         assert np.abs(value - want[name].numpy()).max() <= 1e-4, name
+
+
+def test_names_that_are_python_keywords_export(tmp_path):
+    # The UEA importer names its task 'class'; torch.export writes submodule names into Python source.
+    sensors = [SensorSpec("series", "timeseries", 10.0, channels=2)]
+    model = build_model("student-tiny", sensors, WindowSpec(length_s=2.0, hop_s=1.0),
+                        [TaskSpec("class", labels=["a", "b"])], ModelSpec()).eval()
+    path = export_onnx(model, tmp_path / "kw.onnx")
+    sess = ort.InferenceSession(str(path))
+    x = np.random.default_rng(0).standard_normal((1, 2, 20)).astype(np.float32)
+    (logits,) = sess.run(["logits_class"], {"series": x, "mask": np.ones((1, 1), np.float32)})
+    with torch.no_grad():
+        ref = model({"series": torch.from_numpy(x)}, torch.ones(1, 1))["logits_class"].numpy()
+    assert np.abs(logits - ref).max() < 1e-4
