@@ -5,6 +5,9 @@ front-end nodes renamed `logmel/...` so a quantizer can exclude them by name.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,7 +25,7 @@ def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18) -> Pat
     wrapper = model.export_wrapper().eval()
     inputs, mask = model.example_inputs(batch)
     args = tuple(inputs[m] for m in model.modalities) + (mask,)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, verbose=False,
                                     input_names=model.input_names, output_names=model.output_names)
     program.save(str(path))
@@ -30,6 +33,21 @@ def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18) -> Pat
     tag_logmel_nodes(proto)
     onnx.save(proto, str(path))
     return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter warns about torchvision ops it skips (we use none) and a deprecated pytree check inside
+    torch: noise to a user reading the export log. Real export errors still raise."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def tag_logmel_nodes(proto) -> int:
