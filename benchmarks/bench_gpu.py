@@ -73,11 +73,8 @@ def main() -> int:
     m = result.manifest["model"]
     notes = (f"{m['preset']} ({m['parameters']:,} parameters, {m['flops'] / 1e6:.1f} MFLOP/window), batch 1, "
              f"torch {torch.__version__}, GPU {gpu}. GPU timings include the host->device copies and the copy back (which waits for the kernels).")
-    print(notes)
-    if args.no_publish:
-        print(table)
-    else:
-        publish("gpu", "GPU: torch CUDA fp32/fp16 vs CPU (batch 1)", "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]), table, notes)
+    publish("gpu", "GPU: torch CUDA fp32/fp16 vs CPU (batch 1)", "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]),
+            table, notes, write=not args.no_publish)
     return 0
 
 

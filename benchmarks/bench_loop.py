@@ -156,11 +156,8 @@ def main() -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     command = "python " + " ".join(["benchmarks/bench_loop.py", *sys.argv[1:]])
     table = md_table(rows)
-    if args.no_publish:
-        print(table)
-        print("\n".join(notes))
-    else:
-        publish("loop", "On-device loop: overhead and replay throughput", command, table, "\n".join(notes))
+    publish("loop", "On-device loop: overhead and replay throughput", command, table, "\n".join(notes),
+            write=not args.no_publish)
     return 0
 
 

@@ -163,11 +163,9 @@ def main() -> None:
             rows += BENCHES[name](args, work)
     command = "python benchmarks/bench_model.py" + (" --full" if args.full else "") + "".join(f" --only {o}" for o in args.only or [])
     table = md_table(rows, ["scenario", "metric", "value", "target", "met"])
-    if args.no_publish:
-        print(table)
-    else:
-        publish("model", "Model: fusion, distillation, BasicMotions, av-digits", command, table,
-                notes="Accuracies on each dataset's test split; CPU latency is eager torch, batch 1, one thread.")
+    publish("model", "Model: fusion, distillation, BasicMotions, av-digits", command, table,
+                notes="Accuracies on each dataset's test split; CPU latency is eager torch, batch 1, one thread.",
+                write=not args.no_publish)
 
 
 if __name__ == "__main__":

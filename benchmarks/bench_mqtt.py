@@ -155,10 +155,7 @@ def main() -> None:
              f"attached to every broker; load average {load:.1f} when it started. The bare-paho row is the same "
              "bytes without spool or sequence numbers: the publisher's cost is the difference. "
              "Target: >= 5k predictions/s at QoS 1 to mosquitto.")
-    if args.no_publish:
-        print(table)
-    else:
-        publish("mqtt", "MQTT publishing rate (loopback)", command, table, notes)
+    publish("mqtt", "MQTT publishing rate (loopback)", command, table, notes, write=not args.no_publish)
 
 
 if __name__ == "__main__":

@@ -128,10 +128,8 @@ def main() -> None:
     notes = ("Latency: batch 1, one thread (MiniRocket: `predict` on one window; student: ONNX Runtime session, "
              "`edge_gmm.runtime.bench`). Fit: MiniRocket's `fit`; the student's teacher training plus distillation. "
              "Accuracy on each dataset's test split.")
-    if args.no_publish:
-        print(table)
-    else:
-        publish("peers", "Peers: aeon MiniRocket vs the edge-gmm student (FP32 / INT8)", cmd, table, notes)
+    publish("peers", "Peers: aeon MiniRocket vs the edge-gmm student (FP32 / INT8)", cmd, table, notes,
+            write=not args.no_publish)
 
 
 if __name__ == "__main__":

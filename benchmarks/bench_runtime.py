@@ -103,12 +103,9 @@ def main() -> None:
              f"accuracy fp32 {acc['fp32']['accuracy']['state']:.2f}% -> int8 {acc['int8']['accuracy']['state']:.2f}%, "
              f"top-1 agreement {100 * acc['int8']['top1_agreement']['state']:.2f}%. "
              f"Load average when the timing started: {load:.1f} (shared machine).")
-    print(notes)
     cmd = "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:])
-    if args.no_publish:
-        print(table)
-    else:
-        publish("runtime", "Runtime latency: torch eager vs ONNX Runtime (batch 1)", cmd.strip(), table, notes)
+    publish("runtime", "Runtime latency: torch eager vs ONNX Runtime (batch 1)", cmd.strip(), table, notes,
+            write=not args.no_publish)
 
 
 if __name__ == "__main__":

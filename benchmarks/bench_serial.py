@@ -146,10 +146,7 @@ def main() -> None:
                  "vs 921600 baud": "", "target": "2 (the two frames it joins)"})
     cmd = "python benchmarks/bench_serial.py" + (f" --seconds {args.seconds:g}" if args.seconds != 5 else "")
     table = md_table(rows)
-    if args.no_publish:
-        print(table)
-    else:
-        publish("serial", "Serial bridge: decoder throughput, pty loss, resync", cmd, table)
+    publish("serial", "Serial bridge: decoder throughput, pty loss, resync", cmd, table, write=not args.no_publish)
 
 
 if __name__ == "__main__":

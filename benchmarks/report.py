@@ -37,8 +37,13 @@ def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(out)
 
 
-def publish(name: str, title: str, command: str, table: str, notes: str = "") -> None:
+def publish(name: str, title: str, command: str, table: str, notes: str = "", *, write: bool = True) -> None:
+    """Print the table and notes; with `write` (off under a script's --no-publish) also put them in the doc."""
     print(table)
+    if notes:
+        print(notes)
+    if not write:
+        return
     body = f"## {title}\n\n{table}\n\n`{command}` — {machine()}, {date.today().isoformat()}\n"
     if notes:
         body += f"\n{notes}\n"
