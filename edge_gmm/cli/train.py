@@ -14,8 +14,11 @@ def configure(p) -> None:
     p.add_argument("--config", help="YAML/TOML/JSON FusionConfig; without it, defaults derived from the dataset")
     p.add_argument("--out", required=True, help="run directory to write (checkpoints, metrics, plots)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--epochs", type=int, help="teacher epochs (overrides train.epochs)")
+    p.add_argument("--epochs", type=int, help="teacher epochs (overrides train.epochs; default: from a step budget "
+                   "that fits the dataset, with early stopping)")
     p.add_argument("--student-epochs", type=int, help="student epochs (overrides train.student_epochs)")
+    p.add_argument("--time-budget", help="cap teacher + student training time, e.g. 90s, 5m, 1h (overrides "
+                   "train.time_budget_s): the plan shrinks to fit after the first epoch")
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (overrides train.threads)")
     p.add_argument("--preset", help="teacher preset (overrides model.preset)")
@@ -24,12 +27,15 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
+    from edge_gmm.train.budget import parse_duration
     from edge_gmm.train.run import resolve_config, train_run
 
+    budget = parse_duration(args.time_budget) if args.time_budget else None
     cfg, ds = resolve_config(
         args.dataset, args.config,
         **{"train.epochs": args.epochs, "train.student_epochs": args.student_epochs, "train.seed": args.seed,
-           "train.threads": args.threads, "model.preset": args.preset, "model.student": args.student},
+           "train.threads": args.threads, "model.preset": args.preset, "model.student": args.student,
+           "train.time_budget_s": budget},
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ def configure(p) -> None:
     add_export_options(p)
     p.add_argument("--run", dest="run_dir", help="where the training run goes (default: OUT.run beside the bundle)")
     p.add_argument("--dataset", help="override the config's dataset")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--epochs", type=int, help="override train.epochs (default: from a step budget that fits the dataset)")
+    p.add_argument("--time-budget", help="cap training time, e.g. 90s, 5m, 1h (overrides train.time_budget_s)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     p.add_argument("--bench-iters", type=int, default=200, help="timed calls per precision for the summary latency (0 = skip)")
     add_json(p)
@@ -32,7 +33,11 @@ def run(args) -> int:
     out = Path(args.out)
     run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.name.rstrip("/") + ".run")
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
-    cfg, ds = resolve_config(dataset=args.dataset, config=args.config, **{"train.epochs": args.epochs})
+    from edge_gmm.train.budget import parse_duration
+
+    budget = parse_duration(args.time_budget) if args.time_budget else None
+    cfg, ds = resolve_config(dataset=args.dataset, config=args.config,
+                             **{"train.epochs": args.epochs, "train.time_budget_s": budget})
     log(f"== train: {cfg.model.preset} teacher -> {cfg.model.student} student, run in {run_dir}")
     train_metrics = train_run(cfg, ds, run_dir, resume=args.resume, progress=None if args.json else progress, log=log)
     log(f"== export: target {target.name}")

@@ -75,17 +75,40 @@ class Tokenizer(nn.Module):
         raise NotImplementedError
 
 
+class CausalConv1d(nn.Conv1d):
+    """Conv1d padded on the left only: output t sees samples t-k+1..t, so a patch's token depends on its own
+    samples and a fixed left context (what lets a device compute tokens as the samples arrive)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int):
+        super().__init__(cin, cout, kernel)
+        self.left = kernel - 1
+
+    def forward(self, x):
+        return super().forward(nn.functional.pad(x, (self.left, 0)))
+
+
+# Tokens per series window at most: the patch grows to fit. A .ts file has no sample rate (the importer says
+# 1 Hz), so a patch length in seconds alone would give 1-sample tokens and hundreds of them per window.
+MAX_SERIES_TOKENS = 32
+
+
 @TOKENIZERS.register("timeseries")
 class SeriesTokenizer(Tokenizer):
-    """(B, C, T) -> PatchTST-style patches: conv1d with kernel = stride = patch -> (B, T // patch, enc)."""
+    """(B, C, T) -> a causal conv stem at full resolution (local shape: slopes, peaks, a few samples wide),
+    then PatchTST-style patches: conv1d with kernel = stride = patch -> (B, T // patch, enc).
+
+    Patches alone embed each patch linearly: on small datasets that learned neither shape nor shift
+    invariance (GunPoint 64 % vs 93 % with the stem, same budget)."""
 
     def __init__(self, sensor, window, preset):
         super().__init__(sensor, window, preset)
         t = self.n_samples
-        self.patch = max(1, min(t, int(round(preset.patch_s * sensor.rate))))
+        self.patch = max(1, min(t, int(round(preset.patch_s * sensor.rate))), -(-t // MAX_SERIES_TOKENS))
         self.n_tokens = t // self.patch
-        self.embed = nn.Conv1d(sensor.channels, preset.enc_dim, self.patch, stride=self.patch)
-        self.blocks = nn.Sequential(*[ConvBlock(preset.enc_dim, 1) for _ in range(preset.enc_blocks)])
+        e = preset.enc_dim
+        self.stem = nn.Sequential(CausalConv1d(sensor.channels, e, 7), nn.GELU(), CausalConv1d(e, e, 5), nn.GELU())
+        self.embed = nn.Conv1d(e, e, self.patch, stride=self.patch)
+        self.blocks = nn.Sequential(*[ConvBlock(e, 1) for _ in range(preset.enc_blocks)])
         self._init_stats((1, sensor.channels, 1))
 
     @property
@@ -93,7 +116,7 @@ class SeriesTokenizer(Tokenizer):
         return (self.sensor.channels, self.n_samples)
 
     def encode(self, x):
-        return self.blocks(self.embed(x)).transpose(1, 2)  # (B, N, enc)
+        return self.blocks(self.embed(self.stem(x))).transpose(1, 2)  # (B, N, enc)
 
 
 @TOKENIZERS.register("imu")

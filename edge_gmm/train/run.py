@@ -60,18 +60,27 @@ def load_split(ds, split: str, cfg: FusionConfig, sensors, tasks):
 
 
 def train_and_val(ds, cfg: FusionConfig, sensors, tasks):
-    """Training and validation windows; without a non-empty 'val' split, every 7th training session validates."""
+    """(train windows, validation windows, where validation came from). The dataset's 'val' split when it has
+    one (importers carve it from the training sessions, stratified by class; a held-out test file is never
+    touched); else about every 7th training session of each class, else every 7th window."""
     import numpy as np
 
     train = load_split(ds, "train", cfg, sensors, tasks)
     if ds.splits.get("val"):
-        return train, load_split(ds, "val", cfg, sensors, tasks)
-    sessions = sorted(set(train.session))
-    held = set(sessions[3::7]) if len(sessions) >= 4 else set()
+        val = load_split(ds, "val", cfg, sensors, tasks)
+        return train, val, f"the dataset's 'val' split ({len(ds.splits['val'])} sessions)"
+    primary = next((t.name for t in tasks if t.type == "classification"), None)
+    label_of = {s: int(y) for s, y in zip(train.session, train.labels[primary])} if primary else {}
+    by_class: dict[int, list[str]] = {}
+    for s in sorted(set(train.session)):
+        by_class.setdefault(label_of.get(s, -1), []).append(s)
+    held = {s for group in by_class.values() if len(group) >= 4 for s in group[3::7]}
     is_val = np.array([s in held for s in train.session], dtype=bool)
+    how = f"every 7th training session of each class ({len(held)} sessions)"
     if not is_val.any():  # too few sessions: validate on every 7th window instead
         is_val = np.arange(len(train.session)) % 7 == 3
-    return train.select(~is_val), train.select(is_val)
+        how = "every 7th training window (too few sessions to hold whole ones out)"
+    return train.select(~is_val), train.select(is_val), how
 
 
 def train_run(cfg: FusionConfig, ds, out: str | Path, *, resume: bool = False, progress=None,
@@ -99,16 +108,26 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if resume and metrics_path.exists() else {}
     log(f"windowing {ds.path} ({', '.join(s.name for s in sensors)}) ...")
-    train_w, val_w = train_and_val(ds, cfg, sensors, tasks)
+    train_w, val_w, val_from = train_and_val(ds, cfg, sensors, tasks)
+    if 0 < len(val_w) < cfg.train.min_val_windows:
+        # too few to pick an epoch by (train/loop.py keeps the last one then): they are worth more as training data
+        from edge_gmm.data.windowing import Windows
+
+        train_w = Windows.concat([train_w, val_w])
+        val_from += f", too few to select on: trained on as well (the validation score is not held out)"
     n_train, n_val = len(train_w.mask), len(val_w.mask)
     if n_train == 0:
         raise DataError(f"{ds.path}: the train split gives no windows", hint="check the window length against the sessions")
-    metrics["windows"] = {"train": n_train, "val": n_val}
-    log(f"{n_train} training windows, {n_val} validation windows, {threads} threads, {dist.world} process(es)")
+    metrics["windows"] = {"train": n_train, "val": n_val, "val_from": val_from}
+    log(f"{n_train} training windows, {n_val} validation windows from {val_from}, {threads} threads, "
+        f"{dist.world} process(es)")
 
     def build(role: str, preset: str):
         torch.manual_seed(cfg.train.seed + (0 if role == "teacher" else 1))
         return build_model(preset, sensors, cfg.window, tasks, cfg.model)
+
+    budget = cfg.train.time_budget_s
+    deadlines = {"teacher": t0 + 0.6 * budget, "student": t0 + budget} if budget > 0 else {}
 
     def train_role(role: str, preset: str, epochs: int, teacher=None, teacher_feats: FeatureSet | None = None):
         model = build(role, preset)
@@ -121,12 +140,14 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
         model.set_norm_stats(tf.feats, tf.mask)
         model.to(dist.device)
         distill = None
-        if teacher is not None:  # the teacher's answers on clean, full-sensor training windows
+        if teacher is not None:  # the teacher answers each augmented batch (train/loop.py, Distill)
             targets = predict(teacher, teacher_feats, device=dist.device)
             distill = Distill({t.name: targets[f"logits_{t.name}"] for t in tasks if t.type == "classification"},
-                              targets["embedding"])
+                              targets["embedding"], teacher=teacher if n_train < cfg.train.distill_online_below else None,
+                              teacher_feats=teacher_feats)
         res = fit(model, tf, vf, cfg.train, epochs, modality_dropout_p=cfg.model.modality_dropout, distill=distill,
-                  state_path=out / "state" / f"{role}.pt", resume=resume, dist=dist, desc=role, progress=progress, log=log)
+                  state_path=out / "state" / f"{role}.pt", resume=resume, dist=dist, desc=role, progress=progress, log=log,
+                  deadline=deadlines.get(role))
         _fit_anomaly(model, tf, dist)
         info = model.describe() | {"flops": flops(model.cpu()), "history": res.history, "best_epoch": res.best_epoch,
                                    "val_acc": res.best_score, "seconds": round(res.seconds, 2)}
