@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("dataset", "synth | build | import | inspect datasets"),
     "model": ("model", "model presets: info"),
     "train": ("train", "train the teacher and distill the student"),
+    "tune": ("tune", "try training settings within a time budget, keep the best by validation"),
     "evaluate": ("evaluate", "evaluate a run: accuracy, F1, confusion, modality ablation, report.md"),
     "export": ("export", "export a run to an ONNX bundle (FP32/FP16/INT8) for a target"),
     "bundle": ("bundle", "verify | inspect a bundle"),

@@ -109,7 +109,8 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
     metrics = json.loads(metrics_path.read_text()) if resume and metrics_path.exists() else {}
     log(f"windowing {ds.path} ({', '.join(s.name for s in sensors)}) ...")
     train_w, val_w, val_from = train_and_val(ds, cfg, sensors, tasks)
-    if 0 < len(val_w) < cfg.train.min_val_windows:
+    val_trained_on = 0 < len(val_w) < cfg.train.min_val_windows
+    if val_trained_on:
         # too few to pick an epoch by (train/loop.py keeps the last one then): they are worth more as training data
         from edge_gmm.data.windowing import Windows
 
@@ -118,7 +119,7 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
     n_train, n_val = len(train_w.mask), len(val_w.mask)
     if n_train == 0:
         raise DataError(f"{ds.path}: the train split gives no windows", hint="check the window length against the sessions")
-    metrics["windows"] = {"train": n_train, "val": n_val, "val_from": val_from}
+    metrics["windows"] = {"train": n_train, "val": n_val, "val_from": val_from, "val_trained_on": val_trained_on}
     log(f"{n_train} training windows, {n_val} validation windows from {val_from}, {threads} threads, "
         f"{dist.world} process(es)")
 
