@@ -124,10 +124,10 @@ class TrainSpec:
     weight_decay: float = 0.05  # not on norms, embeddings or biases
     warmup_frac: float = 0.1
     min_steps: int = 300  # step budget floor: a small set trains for at least this many optimizer steps
-    small_set: int = 500  # ... in full up to this many training windows, shrinking in proportion above
-    budget_epochs: int = 10  # ... and any set for at least this many epochs
+    budget_epochs: int = 40  # ... and for at least this many epochs (sklearn digits: 90 % after 17, 97 % after 60)
+    perfect_epochs: int = 3  # stop once the validation accuracy has been 100 % this many epochs in a row
     max_epochs: int = 400  # ceiling of the derived length
-    patience: int = 0  # early stopping: epochs with neither a better val accuracy nor a lower val loss (by 1 % and 0.01); 0 = a third of the epochs (>= 5)
+    patience: int = 0  # early stopping: epochs with neither a better val accuracy nor a lower val loss (by 1 % and 0.01); 0 = a quarter of the epochs (>= 5)
     min_val_windows: int = 30  # fewer validation windows: no early stopping, the last epoch is kept
     time_budget_s: float = 0.0  # >0: cap teacher + student training time (the plan shrinks to fit)
     seed: int = 0

@@ -52,7 +52,10 @@ def build_parser(name: str):
     """The parser of one subcommand, and its module."""
     modname, helptext = COMMANDS[name]
     mod = importlib.import_module(f"edge_gmm.cli.{modname}")
-    p = argparse.ArgumentParser(prog=f"edge-gmm {name}", description=helptext)
+    doc = mod.__doc__ or ""
+    epilog = doc[doc.index("examples:"):] if "examples:" in doc else None  # a module's examples show in --help
+    p = argparse.ArgumentParser(prog=f"edge-gmm {name}", description=helptext, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     mod.configure(p)
     return p, mod

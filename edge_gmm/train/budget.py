@@ -2,8 +2,7 @@
 
 A fixed epoch count fits one dataset size only: ten epochs of a 2,000-window set are 300 optimizer steps, ten
 epochs of a 40-example set are 10 steps, and the model has not learned. So the plan is a budget of optimizer
-steps: at least `min_steps` (in full up to `small_set` windows, in proportion beyond), at least
-`budget_epochs` epochs, at most `max_epochs`; early stopping on the
+steps: at least `min_steps`, at least `budget_epochs` epochs, at most `max_epochs`; early stopping on the
 validation score ends it sooner. `epochs` in the TrainSpec overrides the derived length.
 """
 
@@ -55,12 +54,9 @@ def plan(n_train: int, spec: TrainSpec, epochs: int = 0, world: int = 1) -> Plan
     steps_per_epoch = max(1, math.ceil((n_train // max(1, world)) / batch))
     derived = epochs <= 0
     if derived:
-        # the floor is for small sets; above `small_set` windows it shrinks in proportion, since each step then
-        # sees new examples (machine-health: 1,315 windows reach 100 % in the 10 epochs it had before)
-        floor = spec.min_steps * min(1.0, spec.small_set / max(1, n_train))
-        epochs = max(spec.budget_epochs, math.ceil(floor / steps_per_epoch))
+        epochs = max(spec.budget_epochs, math.ceil(spec.min_steps / steps_per_epoch))
         epochs = max(1, min(epochs, spec.max_epochs))
-    patience = spec.patience if spec.patience > 0 else max(5, epochs // 3)
+    patience = spec.patience if spec.patience > 0 else max(5, epochs // 4)
     # linear scaling (Goyal et al.), floored: measured on GunPoint (batch 8), 5e-4 gave 95 % where 7e-4 gave 85 %
     lr = spec.lr * max(0.25, batch / 64)
     return Plan(batch, lr, epochs, steps_per_epoch, patience, derived)

@@ -192,7 +192,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int 
     aug_g = torch.Generator().manual_seed(spec.seed + 23 + 1000 * dist.rank)
     result = FitResult()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_epoch, bad = 0, 0
+    start_epoch, bad, perfect = 0, 0, 0
     if resume and state_path is not None and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         objective.load_state_dict(st["objective"])
@@ -201,7 +201,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int 
         shuffle_g.set_state(st["shuffle_g"])
         aug_g.set_state(st["aug_g"])
         torch.set_rng_state(st["torch_rng"])
-        best_state, bad = st["best_state"], st["bad"]
+        best_state, bad, perfect = st["best_state"], st["bad"], st.get("perfect", 0)
         result.history, result.best_epoch, result.best_score = st["history"], st["best_epoch"], st["best_score"]
         result.best_loss = st.get("best_loss", float("inf"))
         result.lowest_loss = st.get("lowest_loss", result.best_loss)
@@ -261,6 +261,9 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int 
         progressing = better or val_acc["loss"] < min(0.99 * result.lowest_loss, result.lowest_loss - 0.01)
         result.lowest_loss = min(result.lowest_loss, val_acc["loss"])
         bad = 0 if progressing else bad + 1
+        perfect = perfect + 1 if select and val_acc["score"] >= 1.0 - 1e-9 else 0
+        if perfect >= spec.perfect_epochs > 0:  # nothing measurable is left to gain (machine-health: epoch 4 of 40)
+            bad = plan.patience
         if better or not select:
             result.best_score, result.best_loss, result.best_epoch = val_acc["score"], val_acc["loss"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -275,7 +278,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int 
             log(f"{desc} epoch {epoch + 1}/{plan.epochs}: loss {train_loss:.4f}, val acc {val_acc['score']:.4f}, "
                 f"val loss {val_acc['loss']:.4f}, {row['seconds']:.1f} s")
         if state_path is not None and dist.main:
-            _save_state(state_path, objective, opt, sched, shuffle_g, aug_g, best_state, bad, result, epoch, plan)
+            _save_state(state_path, objective, opt, sched, shuffle_g, aug_g, best_state, (bad, perfect), result, epoch, plan)
         epoch += 1
     if bar is not None:
         bar.close()
@@ -296,13 +299,13 @@ def _log_epoch(ticker: Ticker, plan: Plan) -> bool:
     return False
 
 
-def _save_state(path: Path, objective, opt, sched, shuffle_g, aug_g, best_state, bad, result: FitResult, epoch: int,
-                plan: Plan) -> None:
+def _save_state(path: Path, objective, opt, sched, shuffle_g, aug_g, best_state, counters, result: FitResult,
+                epoch: int, plan: Plan) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"objective": objective.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "shuffle_g": shuffle_g.get_state(), "aug_g": aug_g.get_state(), "torch_rng": torch.get_rng_state(),
-                "best_state": best_state, "bad": bad, "history": result.history, "best_epoch": result.best_epoch,
+                "best_state": best_state, "bad": counters[0], "perfect": counters[1], "history": result.history, "best_epoch": result.best_epoch,
                 "best_score": result.best_score, "best_loss": result.best_loss, "lowest_loss": result.lowest_loss, "epoch": epoch,
                 "plan": plan}, tmp)
     tmp.replace(path)

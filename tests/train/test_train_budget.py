@@ -24,7 +24,7 @@ def test_a_small_set_gets_the_step_floor_and_a_large_one_its_epochs():
     assert small.batch_size == 8 and small.steps_per_epoch == 5
     assert small.epochs > 10 and small.steps >= spec.min_steps  # a fixed 10 epochs would be 50 steps
     assert large.batch_size == 64 and large.steps_per_epoch == 32
-    assert large.epochs == spec.budget_epochs  # the floor shrinks for large sets: 10 epochs are 320 steps already
+    assert large.epochs == max(spec.budget_epochs, -(-spec.min_steps // 32))
     assert plan(400, spec).steps >= spec.min_steps
     assert small.lr < large.lr == spec.lr  # smaller batches, smaller steps
     assert plan(40, spec, epochs=3).epochs == 3 and not plan(40, spec, epochs=3).derived
@@ -49,7 +49,7 @@ def _model(train_w, val_w, seed=0):
 
 def test_a_40_example_set_trains_past_10_epochs_and_stops_on_its_own():
     model, tf, vf = _model(toy_windows(40, 0), toy_windows(48, 1))
-    spec = TrainSpec(seed=1)
+    spec = TrainSpec(seed=1, perfect_epochs=0)  # the patience rule alone (the toy task reaches 100 % early)
     planned = plan(len(tf), spec)
     res = fit(model, tf, vf, spec, modality_dropout_p=0.2, log=lambda s: None)
     assert 10 < len(res.history) < planned.epochs, (len(res.history), planned)
@@ -81,3 +81,11 @@ def test_progress_lines_name_step_epoch_and_eta(monkeypatch):
     fit(model, tf, vf, TrainSpec(seed=1), 2, modality_dropout_p=0.2, log=lines.append)
     ticks = [line for line in lines if " step " in line]
     assert ticks and "ETA" in ticks[-1] and "epoch 2/2" in ticks[-1] and "step 10/10" in ticks[-1]
+
+
+def test_validation_at_100_percent_for_a_few_epochs_ends_training():
+    model, tf, vf = _model(toy_windows(96, 0), toy_windows(48, 1))
+    spec = TrainSpec(seed=1, perfect_epochs=2)
+    res = fit(model, tf, vf, spec, modality_dropout_p=0.0, log=lambda s: None)
+    accs = [h["val_acc"] for h in res.history]
+    assert accs[-2:] == [1.0, 1.0] and len(accs) < plan(len(tf), spec).epochs, accs
