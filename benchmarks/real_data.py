@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import subprocess
 import wave
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from edge_gmm.data.avdigits import speak
 
 TS_SETS = {"arrowhead": "ArrowHead", "gunpoint": "GunPoint", "italypowerdemand": "ItalyPowerDemand",
            "osuleaf": "OSULeaf", "acsf1": "ACSF1", "basicmotions": "BasicMotions"}
@@ -56,19 +57,6 @@ def _cached(root: Path, spec: dict) -> bool:
 
 def _mark(root: Path, spec: dict) -> None:
     (root / "SPEC.json").write_text(json.dumps(spec, indent=1) + "\n")
-
-
-def _say(word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """Clean speech, 16 kHz mono float32, cut or zero-padded to exactly 1 s."""
-    tts = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", word],
-                         capture_output=True, timeout=30, check=True)
-    raw = subprocess.run(["sox", "-t", "wav", "-", "-r", str(RATE), "-b", "16", "-c", "1", "-t", "raw",
-                          "-e", "signed-integer", "-", "trim", "0", "1.0"],
-                         input=tts.stdout, capture_output=True, timeout=30, check=True).stdout
-    x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
-    out = np.zeros(RATE, np.float32)
-    out[: min(RATE, x.size)] = x[:RATE]
-    return out
 
 
 def _degrade(x: np.ndarray, rng) -> np.ndarray:
@@ -115,7 +103,7 @@ def build_kws_folders(root: Path) -> tuple[Path, Path]:
             split, word, voice, speed, pitch = job
             name = f"{voice.replace('+', '_')}_{speed}_{pitch}"
             rng = np.random.default_rng(zlib.crc32(f"{split}/{word}/{name}".encode()))  # same clip every rebuild
-            _write_wav(root / split / word / f"{name}.wav", _degrade(_say(word, voice, speed, pitch), rng))
+            _write_wav(root / split / word / f"{name}.wav", _degrade(speak(word, voice, speed, pitch), rng))
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(one, _kws_jobs()))

@@ -42,10 +42,12 @@ def check_tools() -> None:
         )
 
 
-def speak(word: str, voice: str, speed: int) -> np.ndarray:
-    """1 s of 16 kHz mono float32 speech: espeak-ng -> sox (resample, pad, trim)."""
+def speak(word: str, voice: str, speed: int, pitch: int | None = None) -> np.ndarray:
+    """1 s of 16 kHz mono float32 speech: espeak-ng -> sox (resample, pad, trim). `pitch` 0-99, None = the voice's."""
+    pitch_args = ["-p", str(pitch)] if pitch is not None else []
     try:
-        tts = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", word], capture_output=True, timeout=30, check=True)
+        tts = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), *pitch_args, "--stdout", word],
+                             capture_output=True, timeout=30, check=True)
         wav = subprocess.run(
             ["sox", "-t", "wav", "-", "-r", str(RATE), "-b", "16", "-c", "1", "-t", "raw", "-e", "signed-integer", "-", "pad", "0", "1.0", "trim", "0", "1.0"],
             input=tts.stdout, capture_output=True, timeout=30, check=True,
