@@ -24,8 +24,7 @@ def windows_by_split(ds, window) -> dict:
 def concat(parts: list):
     from edge_gmm.data.windowing import Windows
 
-    parts = [p for p in parts if len(p)]
-    return parts[0] if len(parts) == 1 else Windows.concat(parts)
+    return Windows.concat([p for p in parts if len(p)])  # an empty val split adds nothing
 
 
 def _labels(w) -> np.ndarray:

@@ -8,6 +8,7 @@ validation score ends it sooner. `epochs` in the TrainSpec overrides the derived
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class Plan:
         fit = max(1, int(seconds_left // max(epoch_seconds, 1e-6)))
         if fit >= self.epochs:
             return self
-        return Plan(self.batch_size, self.lr, fit, self.steps_per_epoch, min(self.patience, fit), self.derived)
+        return dataclasses.replace(self, epochs=fit, patience=min(self.patience, fit))
 
 
 def batch_size(n_train: int, spec: TrainSpec) -> int:

@@ -120,11 +120,18 @@ class Ticker:
         self.desc, self.total, self.log, self.every = desc, total_steps, log, PROGRESS_EVERY_S
         self.t0 = self.last = time.perf_counter()
 
-    def step(self, done: int, epoch: int, epochs: int, loss: float, force: bool = False) -> None:
+    def due(self) -> bool:
+        """True (and the clock restarts) when the last line is at least `every` seconds old."""
         now = time.perf_counter()
-        if not force and now - self.last < self.every:
-            return
+        if now - self.last < self.every:
+            return False
         self.last = now
+        return True
+
+    def step(self, done: int, epoch: int, epochs: int, loss: float) -> None:
+        if not self.due():
+            return
+        now = self.last
         rate = done / max(now - self.t0, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else 0.0
         self.log(f"{self.desc}: step {done}/{self.total} ({100 * done / max(1, self.total):.0f} %), epoch {epoch + 1}/{epochs}, "
@@ -274,7 +281,7 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int 
             if plan.steps < schedule["total"] and dist.main:
                 log(f"{desc}: time budget: cut to {plan.epochs} epochs")
             schedule["total"] = plan.steps
-        if dist.main and _log_epoch(ticker, plan):
+        if dist.main and (plan.epochs <= 20 or ticker.due()):  # every epoch of a short run, else throttled
             log(f"{desc} epoch {epoch + 1}/{plan.epochs}: loss {train_loss:.4f}, val acc {val_acc['score']:.4f}, "
                 f"val loss {val_acc['loss']:.4f}, {row['seconds']:.1f} s")
         if state_path is not None and dist.main:
@@ -288,15 +295,6 @@ def fit(model, train: FeatureSet, val: FeatureSet, spec: TrainSpec, epochs: int 
     model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t_start
     return result
-
-
-def _log_epoch(ticker: Ticker, plan: Plan) -> bool:
-    """Epoch lines for short runs, and then at most one every ticker.every seconds."""
-    now = time.perf_counter()
-    if plan.epochs <= 20 or now - ticker.last >= ticker.every:
-        ticker.last = now
-        return True
-    return False
 
 
 def _save_state(path: Path, objective, opt, sched, shuffle_g, aug_g, best_state, counters, result: FitResult,
@@ -318,6 +316,9 @@ class _Views:
 
     def __init__(self, model, spec: TrainSpec, g: torch.Generator, distill: Distill | None):
         self.model, self.spec, self.g, self.distill = model, spec, g, distill
+        models = [model] + ([distill.teacher] if distill is not None and distill.teacher is not None else [])
+        # per-channel stds put augmentation noise in each modality's units; fixed during training
+        self.stds = {id(m): {x.name: m.tokenizers[x.name].std.detach().cpu() for x in m.sensors} for m in models}
         self.primary = next((t.name for t in model.tasks if t.type == "classification"), None)
         self.mix = spec.augment and spec.modality_mix > 0 and self.primary and len(model.modalities) > 1
 
@@ -325,8 +326,8 @@ class _Views:
         g = torch.Generator()
         if self.spec.augment:
             g.manual_seed(aug_seed)
-            feats = {x.name: AUGMENTS.get(x.kind)(feats[x.name], model.tokenizers[x.name].std.detach().cpu(), g)
-                     for x in model.sensors}
+            stds = self.stds[id(model)]
+            feats = {x.name: AUGMENTS.get(x.kind)(feats[x.name], stds[x.name], g) for x in model.sensors}
         if self.mix:
             g.manual_seed(mix_seed)
             feats, mask = mix_same_class(feats, mask, labels, self.spec.modality_mix, g)

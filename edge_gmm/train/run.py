@@ -115,7 +115,7 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
         from edge_gmm.data.windowing import Windows
 
         train_w = Windows.concat([train_w, val_w])
-        val_from += f", too few to select on: trained on as well (the validation score is not held out)"
+        val_from += ", too few to select on: trained on as well (the validation score is not held out)"
     n_train, n_val = len(train_w.mask), len(val_w.mask)
     if n_train == 0:
         raise DataError(f"{ds.path}: the train split gives no windows", hint="check the window length against the sessions")
@@ -141,7 +141,7 @@ def _train(cfg, ds, out: Path, resume: bool, progress, log, dist: Dist) -> dict:
         model.set_norm_stats(tf.feats, tf.mask)
         model.to(dist.device)
         distill = None
-        if teacher is not None:  # the teacher answers each augmented batch (train/loop.py, Distill)
+        if teacher is not None:  # its answers on the clean windows; on a small set also online (loop.py, Distill)
             targets = predict(teacher, teacher_feats, device=dist.device)
             distill = Distill({t.name: targets[f"logits_{t.name}"] for t in tasks if t.type == "classification"},
                               targets["embedding"], teacher=teacher if n_train < cfg.train.distill_online_below else None,
