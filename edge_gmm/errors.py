@@ -1,10 +1,20 @@
-"""One exception root. The CLI turns any EdgeGmmError into one message and exit code 2."""
+"""One exception root. The CLI turns any EdgeGmmError into one message and its `exit_code`.
+
+Exit codes (`run`, the systemd unit and the no-systemd supervisor agree; docs/troubleshooting.md):
+0 a clean stop · 2 (EXIT_USER) a user or configuration error: restarting cannot fix it, so nothing restarts
+it · 75 (EXIT_RESTART, sysexits' EX_TEMPFAIL) a runtime failure a restart may cure: restarted with backoff.
+Any other non-zero code (1: an unexpected bug) is restarted too.
+"""
+
+EXIT_OK = 0
+EXIT_USER = 2
+EXIT_RESTART = 75
 
 
 class EdgeGmmError(Exception):
     """A user-facing error: the message says what was wrong and, where possible, what to do."""
 
-    exit_code = 2
+    exit_code = EXIT_USER
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(message)
@@ -33,3 +43,10 @@ class MissingDependencyError(EdgeGmmError):
 
 class DeviceError(EdgeGmmError):
     """A sensor, serial port, broker or remote device failed in a way the user can act on."""
+
+
+class RuntimeFailure(EdgeGmmError):
+    """The device job cannot go on now, but a restart may cure it: a full disk, a lost device node, a
+    CUDA/TensorRT failure, a loop whose sources never came up. Exits EXIT_RESTART so a supervisor restarts it."""
+
+    exit_code = EXIT_RESTART
