@@ -299,7 +299,7 @@ def serial_row(b: Bench, tries: int, inject, faults: list[str] | None = None, ra
         deadline = time.monotonic() + 30
         while not imu_ok(b.collector.payloads) and time.monotonic() < deadline:
             time.sleep(0.1)
-        counts, ok_at_end = [], 0
+        counts, ok_at_end, first = [], 0, len(b.collector.payloads)
         for _ in range(tries):
             n = len(b.collector.payloads)
             if inject is not None:
@@ -313,9 +313,11 @@ def serial_row(b: Bench, tries: int, inject, faults: list[str] | None = None, ra
     finally:
         mcu.stop()
     future = sum(p["window"]["end"] > p["ts"] + 5 for p in b.collector.payloads)  # stamped ahead of publish time
+    during = b.collector.payloads[first:]
+    share = 100 * sum(p["sensors"].get("imu") == "ok" for p in during) / max(1, len(during))
     return {**b.tally(s.get("predictions")),
             "outcome": f"{'running' if alive else 'DIED'}; {min(counts)}-{max(counts)} predictions in the {AFTER_S:.0f} s "
-                       f"after each fault, imu ok again {ok_at_end}/{tries}"
+                       f"after each fault, imu ok again {ok_at_end}/{tries} (ok in {share:.0f} % of them)"
                        f"{f', {future} stamped in the future' if future else ''}; {outcome(rc, s)}"}
 
 

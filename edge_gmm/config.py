@@ -8,7 +8,9 @@ This module imports only the standard library and PyYAML: the device uses it too
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import sys
 import types
 import typing
@@ -20,6 +22,10 @@ from edge_gmm.errors import ConfigError
 
 SENSOR_KINDS = ("imu", "timeseries", "audio", "camera")
 TASK_TYPES = ("classification", "regression", "anomaly")
+# Sample rates outside this span are corrupt descriptors or manifests, not sensors: 1e-6 Hz makes a stale
+# timeout of 58 days, 1e9 Hz a window of 4 GB per channel. A slow gauge (1/min) and ultrasound (1 MHz) fit.
+MIN_RATE_HZ = 1e-3
+MAX_RATE_HZ = 1e6
 
 
 @dataclass
@@ -38,8 +44,10 @@ class SensorSpec:
     def __post_init__(self):
         if self.kind not in SENSOR_KINDS:
             raise ConfigError(f"sensor {self.name!r}: kind must be one of {SENSOR_KINDS}, got {self.kind!r}")
-        if not self.rate > 0:
-            raise ConfigError(f"sensor {self.name!r}: rate must be > 0 Hz, got {self.rate}")
+        if not MIN_RATE_HZ <= self.rate <= MAX_RATE_HZ:  # also refuses NaN and inf
+            raise ConfigError(f"sensor {self.name!r}: rate must be within [{MIN_RATE_HZ:g}, {MAX_RATE_HZ:g}] Hz, got {self.rate}")
+        if not 0 <= self.timeout_s < math.inf:
+            raise ConfigError(f"sensor {self.name!r}: timeout_s must be >= 0 and finite (0 = derived), got {self.timeout_s}")
         if self.kind == "camera" and (self.height <= 0 or self.width <= 0):
             raise ConfigError(f"sensor {self.name!r}: a camera needs height and width")
         if self.kind == "audio" and self.channels != 1:
@@ -71,8 +79,8 @@ class WindowSpec:
     label_rule: Literal["center", "majority"] = "majority"
 
     def __post_init__(self):
-        if not (self.length_s > 0 and self.hop_s > 0):
-            raise ConfigError("window: length_s and hop_s must be > 0")
+        if not (0 < self.length_s < math.inf and 0 < self.hop_s < math.inf):
+            raise ConfigError(f"window: length_s and hop_s must be > 0 and finite, got {self.length_s} and {self.hop_s}")
         if not 0 < self.min_coverage <= 1:
             raise ConfigError("window: min_coverage must be in (0, 1]")
 
@@ -111,6 +119,9 @@ class ModelSpec:
     dropout: float = 0.1
     modality_dropout: float = 0.25  # probability per modality per sample during training
 
+    def __post_init__(self):
+        check_ranges(self, "model", _MODEL_RANGES)
+
 
 @dataclass
 class TrainSpec:
@@ -144,6 +155,53 @@ class TrainSpec:
     label_smoothing: float = 0.1
     aux_weight: float = 0.0  # >0: per-modality auxiliary heads (train only) against one modality starving another
     threads: int = 0  # 0 = torch default
+
+    def __post_init__(self):
+        check_ranges(self, "train", _TRAIN_RANGES)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric key: lo <= v (lo < v when lo_open) and v <= hi (v < hi when hi_open)."""
+
+    lo: float = 0.0
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v: float) -> bool:  # False for NaN
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = v < self.hi if self.hi_open or self.hi == math.inf else v <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        if self.hi == math.inf:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+NONNEG, POSITIVE, FRACTION = Range(), Range(lo_open=True), Range(0.0, 1.0)
+# 0 means "derived from the dataset" (epochs, student_epochs, batch_size, patience, ...) or "off", so it stays valid
+_TRAIN_RANGES = {
+    "epochs": NONNEG, "student_epochs": NONNEG, "batch_size": NONNEG, "lr": POSITIVE, "weight_decay": NONNEG,
+    "warmup_frac": Range(0.0, 1.0, hi_open=True), "min_steps": NONNEG, "budget_epochs": NONNEG,
+    "perfect_epochs": NONNEG, "max_epochs": Range(1.0), "patience": NONNEG, "min_val_windows": NONNEG,
+    "time_budget_s": NONNEG, "distill_temperature": POSITIVE, "distill_alpha": FRACTION, "feature_beta": NONNEG,
+    "distill_online_below": NONNEG, "modality_mix": FRACTION, "label_smoothing": Range(0.0, 1.0, hi_open=True),
+    "aux_weight": NONNEG, "threads": NONNEG,
+}
+_MODEL_RANGES = {
+    "d_model": NONNEG, "depth": NONNEG, "heads": NONNEG, "patch_s": NONNEG, "resampler_queries": NONNEG,
+    "dropout": Range(0.0, 1.0, hi_open=True), "modality_dropout": Range(0.0, 1.0, hi_open=True),
+}
+
+
+def check_ranges(obj: Any, section: str, ranges: dict[str, Range]) -> None:
+    """ConfigError naming the first key of `obj` outside its range (a value that would train nothing)."""
+    for key, allowed in ranges.items():
+        v = getattr(obj, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not allowed.holds(v):
+            raise ConfigError(f"{section}.{key} must be {allowed}, got {v!r}")
 
 
 @dataclass
@@ -210,31 +268,78 @@ class FusionConfig:
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON file into a dict, with a clear error for a missing or unparsable file."""
+    """Read a YAML, TOML or JSON file into a dict, with a clear error for a missing, undecodable or unparsable file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
-    text = p.read_text(encoding="utf-8")
     try:
-        if p.suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - Python 3.10 on JetPack 6
-                import tomli as tomllib
-            data = tomllib.loads(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # each parser raises its own type; all mean "not valid syntax"
-        raise ConfigError(f"{p}: cannot parse: {e}") from None
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+                          hint="save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    data = parse_mapping(text, p.suffix.lower(), str(p))
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def parse_mapping(text: str, suffix: str, source: str) -> Any:
+    """Parse config text by file suffix (.toml, .json, else YAML). Every format refuses a duplicate key: a
+    second `timeout_s:` silently winning over the first is a misconfiguration nobody sees."""
+    try:
+        if suffix == ".toml":  # TOML itself refuses duplicate keys
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10 on JetPack 6
+                import tomli as tomllib
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        import yaml
+
+        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: plain data only
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except Exception as e:  # each parser raises its own type (RecursionError on absurd nesting); all mean "not valid syntax"
+        raise ConfigError(f"{source}: cannot parse: {e}") from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ConfigError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _unique_key_loader():
+    """yaml.SafeLoader that refuses a key given twice in one mapping (merge keys `<<` may still be overridden).
+    Built on first use: PyYAML is imported only when a YAML file is read."""
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: the base class reports it
+                if first is not key_node:
+                    raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                      f"(first at line {first.start_mark.line + 1})")
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeySafeLoader
 
 
 def load_config(path: str | Path, cls: type, **defaults: Any):
@@ -324,7 +429,13 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            raise bad from None
+        if not math.isfinite(number):  # YAML's .nan / .inf: every timeout, rate and weight must be a real number
+            raise ConfigError(f"{source}: key {key!r} must be a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad

@@ -4,6 +4,11 @@ Exit codes (`run`, the systemd unit and the no-systemd supervisor agree; docs/tr
 0 a clean stop · 2 (EXIT_USER) a user or configuration error: restarting cannot fix it, so nothing restarts
 it · 75 (EXIT_RESTART, sysexits' EX_TEMPFAIL) a runtime failure a restart may cure: restarted with backoff.
 Any other non-zero code (1: an unexpected bug) is restarted too.
+
+Which is which: ConfigError, DataError, BundleError, MissingDependencyError and DeviceError (a broker that refuses
+us, a bad TLS setup, a remote device during deploy) exit 2. RuntimeFailure exits 75: a runner that cannot start
+or warm up on this device (a DeviceError from CUDA/TensorRT, turned into one by Runner.activate), and the
+loop's own ends that are not clean (devices/loop.py: assembly error, inference failing, sources down for good).
 """
 
 EXIT_OK = 0

@@ -7,9 +7,11 @@ from edge_gmm.cli.common import add_json, emit, table
 
 def configure(p) -> None:
     sub = p.add_subparsers(dest="action", required=True)
-    v = sub.add_parser("verify", help="check every artifact's sha256 (and the ed25519 signature with --pubkey); exit 2 naming the file on a mismatch")
+    v = sub.add_parser("verify", help="check the signature and every file the runtime loads (artifacts, listed files, "
+                       "engines built here); exit 2 naming the file on a mismatch")
     v.add_argument("bundle", help="bundle directory or .tar")
-    v.add_argument("--pubkey", help="ed25519 public key (PEM); the bundle must be signed by its private half")
+    v.add_argument("--pubkey", help="ed25519 public key (PEM); the bundle must be signed by its private half "
+                   "(default: this device's trusted key HOME/trust/bundle.pub when installed; docs/bundle.md)")
     add_json(v)
     i = sub.add_parser("inspect", help="print what the bundle holds: model, sensors, I/O, artifacts, metrics, target")
     i.add_argument("bundle", help="bundle directory or .tar")
@@ -17,19 +19,24 @@ def configure(p) -> None:
     k = sub.add_parser("keygen", help="make an ed25519 key pair for --sign-key / --pubkey")
     k.add_argument("--out", required=True, help="directory for NAME.key (private) and NAME.pub")
     k.add_argument("--name", default="bundle", help="file stem (default: bundle)")
+    k.add_argument("--force", action="store_true", help="replace an existing key pair (devices trusting the old public key will refuse new bundles)")
 
 
 def run(args) -> int:
     from edge_gmm.runtime.bundle import Bundle, generate_keypair
 
     if args.action == "keygen":
-        priv, pub = generate_keypair(args.out, args.name)
-        print(f"private key: {priv} (keep it off devices)\npublic key:  {pub} (ship it to devices: bundle verify --pubkey)")
+        priv, pub = generate_keypair(args.out, args.name, force=args.force)
+        print(f"private key: {priv} (keep it off devices)\npublic key:  {pub} (install it on devices: deploy --pubkey)")
         return 0
     b = Bundle.open(args.bundle)
     if args.action == "verify":
-        checked = b.verify(args.pubkey)
-        sig = "signature ok" if args.pubkey else ("signed, signature not checked (no --pubkey)" if b.signed else "unsigned")
+        key = args.pubkey or b.trusted_key()
+        checked = b.verify_trusted(args.pubkey)
+        if key is not None:
+            sig = "signature ok" + ("" if args.pubkey else f" (this device's trusted key {key})")
+        else:
+            sig = "signed, signature not checked (no --pubkey, no trusted key)" if b.signed else "unsigned (no trusted key installed)"
         emit(args, {"ok": True, "bundle": str(args.bundle), "checked": checked, "signature": sig},
              f"{args.bundle}: ok ({len(checked)} files checked; {sig})")
         return 0

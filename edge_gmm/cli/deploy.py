@@ -23,7 +23,9 @@ def configure(p) -> None:
     g.add_argument("--remote-home", metavar="DIR", help="base directory on the device (default: $EDGE_GMM_HOME there, else ~/edge-gmm)")
     g.add_argument("--no-systemd", action="store_true", help="run the loop under edge-gmm's supervisor (pid file) instead of a systemd unit")
     g.add_argument("--service", default="edge-gmm", help="systemd unit / supervisor name (default: edge-gmm)")
-    g.add_argument("--pubkey", metavar="KEY", help="ed25519 public key: the device checks the bundle's signature with it")
+    g.add_argument("--pubkey", metavar="KEY", help="ed25519 public key: the bundle is verified with it here and on the device, "
+                   "and it is installed there as the trusted key (HOME/trust/bundle.pub): from then on the device runs signed bundles only")
+    g.add_argument("--spool-max-mb", type=float, metavar="MB", help="passed to `edge-gmm run --spool-max-mb` (default: run's own)")
     g.add_argument("--run-args", default="", metavar="ARGS", help="extra arguments for `edge-gmm run`, e.g. \"--speed 1\"")
     g.add_argument("--wheel", metavar="WHL", help="edge-gmm wheel to install when the device lacks it (default: built from this checkout)")
     g = p.add_argument_group("status")
@@ -57,6 +59,7 @@ def run(args) -> int:
         wait=not args.no_wait,
         timeout=args.timeout,
         run_args=shlex.split(args.run_args),
+        spool_max_mb=args.spool_max_mb,
         wheel=args.wheel,
         dry_run=args.dry_run,
         verbose=args.verbose,

@@ -1,7 +1,8 @@
 """`edge-gmm engine build BUNDLE [--profile P]`: build (or reuse) the TensorRT engine of a bundle on this device.
 
-The engine is cached beside the bundle, keyed by GPU, compute capability, TensorRT version and precision;
-the equivalent `trtexec` command is written next to it. `--dry-run --profile P` prints the plan and the
+The engine is cached beside the bundle, keyed by GPU, compute capability, TensorRT version and precision, and
+its sha256 recorded in the device's HOME/trust/engines.json (docs/bundle.md); the equivalent `trtexec` command
+is written next to it. `--dry-run --profile P` prints the plan and the
 trtexec line anywhere, without TensorRT.
 """
 
@@ -47,6 +48,9 @@ def run(args) -> int:
         return 0
     from edge_gmm.runtime.runners.tensorrt import ensure_engine, import_tensorrt
 
+    # build only from verified (and, on a device with a trusted key, signed) ONNX; a cached engine that is not
+    # this device's own is rebuilt by ensure_engine, so engines/ is not checked here
+    bundle.verify_trusted(engines=False)
     trt, cudart = import_tensorrt()
     plan, _ = ensure_engine(trt, cudart, bundle, precision=precision, profile=profile, rebuild=args.rebuild)
     _emit(args, plan, notes, built=True)

@@ -18,6 +18,7 @@ def add_export_options(p) -> None:
     p.add_argument("--min-agreement", type=float, help="override the target's top-1 agreement gate (0..1)")
     p.add_argument("--eval-split", default="", help="dataset split to evaluate on (default: val, else test)")
     p.add_argument("--tar", action="store_true", help="also write BUNDLE.tar")
+    p.add_argument("--force", action="store_true", help="replace a bundle already at --out (and its .tar)")
 
 
 def configure(p) -> None:
@@ -38,9 +39,10 @@ def load_target_with_overrides(args):
 
 
 def run(args) -> int:
-    from edge_gmm.export.pipeline import export_run
+    from edge_gmm.export.pipeline import check_out, export_run
 
     target = load_target_with_overrides(args)
+    check_out(args.out, force=args.force, tar=args.tar)
     log = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     result = export_run(args.run, target=target, out=args.out, quantizer=args.quantizer, sign_key=args.sign_key,
                         eval_split=args.eval_split, log=log)

@@ -1,8 +1,9 @@
 """`edge-gmm` entry point: a table of subcommands, each a module imported only when it runs.
 
 A subcommand module defines `configure(parser)` (adds its arguments, may add its own subparsers) and
-`run(args) -> int | None`. Any EdgeGmmError becomes one message on stderr and exit code 2; `--debug`
-shows the traceback instead.
+`run(args) -> int | None`. Any EdgeGmmError becomes one message on stderr and its `exit_code` (2 for a user
+error, 75 for a RuntimeFailure; errors.py); `--debug` shows the traceback instead. Any other exception is a bug:
+one line, then the traceback, and exit 1 (a supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -95,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edge-gmm {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: say so in one line, keep the traceback for the report
+        if debug:
+            raise
+        import traceback
+
+        print(f"edge-gmm {name}: internal error: {type(e).__name__}: {e} (a bug; please report it with the "
+              f"traceback below)", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

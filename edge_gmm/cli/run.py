@@ -5,6 +5,10 @@
 
 SIGINT/SIGTERM stop it cleanly: the current window finishes, the status goes offline, a final line (or the
 --json summary) reports predictions, drops, sensor states and latency.
+
+Exit codes (docs/troubleshooting.md): 0 a clean stop (a signal, --max-seconds/--max-windows, a replay that
+finished) · 2 a user or configuration error, never restarted · 75 a runtime failure a restart may cure (assembly
+error, inference failing, sources down for good, a CUDA/TensorRT fault) · 1 a bug (with a traceback).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def configure(p) -> None:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
     p.add_argument("--spool-dir", help="on-disk spool: predictions made while the broker is away are sent later, in order "
                    "(default: ~/.local/state/edge-gmm/spool/DEVICE_ID)")
+    p.add_argument("--spool-max-mb", type=float, default=64.0,
+                   help="most disk space the spool takes, in MiB (default 64); the oldest unsent predictions go first")
     p.add_argument("--password-file", help="broker password from this file instead of the URL")
     p.add_argument("--pubkey", help="verify the bundle's ed25519 signature with this public key")
     p.add_argument("--queue", type=int, default=8, help="windows waiting for inference before the oldest is dropped")
@@ -51,7 +57,7 @@ def run(args) -> int:
         max_seconds=args.max_seconds, max_windows=args.max_windows, speed=parse_speed(args.speed),
         runner=args.runner, precision=args.precision, threads=args.threads, spool_dir=args.spool_dir,
         password_file=args.password_file, pubkey=args.pubkey, queue_windows=args.queue,
-        metrics_every_s=args.metrics_every)
+        metrics_every_s=args.metrics_every, spool_max_mb=args.spool_max_mb)
 
     def install_signals(loop) -> None:
         def handler(num, _frame):
@@ -69,7 +75,11 @@ def run(args) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
     emit(args, summary, final_line(summary))
-    return 0
+    code = int(summary.get("exit_code", 0))
+    if code:  # the summary went out first (--json stays parseable); the error line says why it is not 0
+        print(f"edge-gmm run: error: {summary.get('reason')}: {summary.get('error') or 'see the log above'}",
+              file=sys.stderr)
+    return code
 
 
 def final_line(s: dict) -> str:

@@ -60,7 +60,8 @@ def run(args) -> int:
         _redraw(sub)
     stats = sub.stats()
     summary = (f"received {stats['received']} predictions from {stats['devices']} device(s): "
-               f"{stats['gaps']} missing (gaps), {stats['duplicates']} duplicates, {stats['invalid']} invalid")
+               f"{stats['gaps']} missing (gaps), {stats['duplicates']} duplicates, {stats['invalid']} invalid, "
+               f"{stats['bad_payloads']} bad payloads")
     print(summary, file=sys.stderr)
     if not reached:
         print(f"timeout: {stats['received']} of {args.count} predictions arrived in {args.timeout:g} s", file=sys.stderr)

@@ -26,10 +26,11 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from edge_gmm.export.pipeline import export_run
+    from edge_gmm.export.pipeline import check_out, export_run
     from edge_gmm.train.run import resolve_config, train_run
 
-    target = load_target_with_overrides(args)  # fail on a bad target before training for minutes
+    target = load_target_with_overrides(args)  # fail on a bad target or --out before training for minutes
+    check_out(args.out, force=args.force, tar=args.tar)
     out = Path(args.out)
     run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.name.rstrip("/") + ".run")
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))

@@ -113,12 +113,12 @@ class Dataset:
             self.tasks: list[TaskSpec] = [from_dict(TaskSpec, t, source=src, where="tasks") for t in manifest["tasks"]]
             self.splits: dict[str, list[str]] = {k: list(v) for k, v in manifest["splits"].items()}
             self.sessions: dict[str, dict[str, Any]] = manifest["sessions"]
-        except (KeyError, TypeError) as e:
+            w = manifest.get("window")
+            self.window: WindowSpec | None = from_dict(WindowSpec, w, source=src, where="window") if w else None
+        except (KeyError, TypeError, AttributeError) as e:
             raise DataError(f"{src}: missing or malformed field {e}") from None
-        except ConfigError as e:
+        except ConfigError as e:  # a sensor's rate, a window's length: the manifest is wrong, not a config file
             raise DataError(str(e)) from None
-        w = manifest.get("window")
-        self.window: WindowSpec | None = from_dict(WindowSpec, w, source=src, where="window") if w else None
         self.meta: dict[str, Any] = manifest.get("meta", {})
 
     @classmethod
@@ -132,10 +132,11 @@ class Dataset:
             raise DataError(f"{p}: no such dataset directory", hint=hint)
         try:
             manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise DataError(f"{mf}: cannot read manifest: {e}") from None
-        if manifest.get("format") != FORMAT_NAME:
-            raise DataError(f"{mf}: not an edge-gmm dataset manifest (format={manifest.get('format')!r})")
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        if fmt != FORMAT_NAME:
+            raise DataError(f"{mf}: not an edge-gmm dataset manifest (format={fmt!r})")
         if manifest.get("version", 0) > FORMAT_VERSION:
             raise DataError(
                 f"{mf}: dataset format version {manifest['version']} is newer than this edge-gmm reads ({FORMAT_VERSION})",
@@ -171,11 +172,14 @@ class Dataset:
         wanted = list(modalities) if modalities is not None else [s.name for s in self.sensors]
         streams = {}
         for name in wanted:
-            self.sensor(name)
+            sensor = self.sensor(name)
             if name not in self.sessions[sid].get("streams", {}):
                 continue  # this session never recorded that sensor
-            streams[name] = Stream(_load_npy(d / f"{name}.t.npy", mmap), _load_npy(d / f"{name}.x.npy", mmap))
-        segments = [Segment(**s) for s in info.get("segments", [])]
+            streams[name] = _read_stream(d, sensor, mmap)
+        try:
+            segments = [Segment(**s) for s in info.get("segments", [])]
+        except TypeError as e:
+            raise DataError(f"{d / 'session.json'}: malformed segment ({e})") from None
         return Session(sid, streams, dict(info.get("labels", {})), segments, dict(info.get("meta", {})))
 
     def __repr__(self) -> str:
@@ -186,13 +190,37 @@ class Dataset:
 def _read_json(p: Path) -> dict[str, Any]:
     try:
         return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DataError(f"{p}: cannot read: {e}") from None
 
 
+def _read_stream(d: Path, sensor: SensorSpec, mmap: bool) -> Stream:
+    """One stream, checked as DatasetWriter checks it: a hand-made or damaged file fails here, naming itself,
+    not later as a shape error deep in windowing (or a window loop that never ends on a +inf timestamp)."""
+    tp, xp = d / f"{sensor.name}.t.npy", d / f"{sensor.name}.x.npy"
+    t, x = _load_npy(tp, mmap), _load_npy(xp, mmap)
+    if t.ndim != 1 or not np.issubdtype(t.dtype, np.floating):
+        raise DataError(f"{tp}: timestamps must be float[N], got {t.dtype}{list(t.shape)}")
+    if x.shape[1:] != sensor.sample_shape or not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{xp}: samples of {sensor.name!r} must be float[N, {', '.join(map(str, sensor.sample_shape))}], "
+                        f"got {x.dtype}{list(x.shape)}")
+    if x.shape[0] != t.shape[0]:
+        raise DataError(f"{xp}: {x.shape[0]} samples for {t.shape[0]} timestamps in {tp.name}")
+    bad = ~np.isfinite(t)
+    if bad.any():
+        raise DataError(f"{tp}: non-finite timestamp {t[bad.argmax()]} at sample {int(bad.argmax())}")
+    back = np.diff(t) < 0
+    if back.any():
+        raise DataError(f"{tp}: timestamps go backwards at sample {int(back.argmax()) + 1}")
+    return Stream(t, x)
+
+
 def _load_npy(p: Path, mmap: bool) -> np.ndarray:
+    # Mapped first: a header claiming more than the file holds fails here ("mmap length is greater than file
+    # size") instead of allocating the claimed size, which np.load does before it reads a byte.
     try:
-        return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        a = np.load(p, mmap_mode="r", allow_pickle=False)
+        return a if mmap else np.array(a)
     except (OSError, ValueError) as e:
         raise DataError(f"{p}: cannot read array: {e}") from None
 

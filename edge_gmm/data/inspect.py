@@ -3,6 +3,8 @@ session with every modality stacked on a shared time axis. Plotting imports matp
 
 from __future__ import annotations
 
+import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import numpy as np
 
 from edge_gmm.config import SensorSpec, WindowSpec, to_dict
 from edge_gmm.data.format import Dataset, Session
-from edge_gmm.data.windowing import covered_until, window_session
+from edge_gmm.data.windowing import covered_until, first_k, model_shape, window_session
 from edge_gmm.errors import DataError, MissingDependencyError
 
 
@@ -35,6 +37,45 @@ def span(ds: Dataset, s: Session) -> tuple[float, float]:
     return start, max(covered_until(spec[name], st.t[-1]) for name, st in present)
 
 
+def window_bytes(ds: Dataset, s: Session, window: WindowSpec) -> tuple[int, dict[str, int]]:
+    """About (windows, float32 bytes per modality) that window_session allocates for `s`, from the declared
+    shapes alone: a modality a session lacks still gets zeros in every window. Window ends are k * hop."""
+    covered = [covered_until(spec, s.streams[spec.name].t[-1]) for spec in ds.sensors if len(s.streams.get(spec.name, ()))]
+    n = max(0, math.floor(max(covered) / window.hop_s) + 1 - first_k(window)) if covered else 0
+    return n, {spec.name: n * 4 * math.prod(model_shape(spec, window)) for spec in ds.sensors}
+
+
+def check_window_bytes(ds: Dataset, s: Session, window: WindowSpec, limit: int | None = None) -> None:
+    """DataError, before anything is allocated, when the windows of `s` would not fit in memory: a manifest
+    that declares a 100000x100000 camera, or a timestamp years after the others, is not a dataset to summarize."""
+    limit = limit or _memory_budget()
+    n, sizes = window_bytes(ds, s, window)
+    if sum(sizes.values()) <= limit:
+        return
+    big = max(sizes, key=sizes.get)
+    files = sum(f.stat().st_size for f in (ds.path / "sessions" / s.id).glob("*.npy"))
+    spec = ds.sensor(big)
+    raise DataError(f"{ds.path}: session {s.id!r} would need {_size(sum(sizes.values()))} for {n} windows "
+                    f"({big!r}, {spec.kind} of sample shape {list(spec.sample_shape)} at {spec.rate:g} Hz: {_size(sizes[big])}), "
+                    f"more than half this machine's memory ({_size(limit)}), from files of {_size(files)}",
+                    hint="the manifest's sensor shapes or the session's timestamps are wrong")
+
+
+def _memory_budget() -> int:
+    """Half the physical memory (8 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+
+
 def summarize(ds: Dataset, window: WindowSpec | None = None) -> dict[str, Any]:
     """Figures a user checks before training. Loads one session at a time."""
     window = window or ds.window or WindowSpec()
@@ -46,6 +87,7 @@ def summarize(ds: Dataset, window: WindowSpec | None = None) -> dict[str, Any]:
             s = ds.load_session(sid)
             start, end = span(ds, s)
             durations.append(end - start)
+            check_window_bytes(ds, s, window)
             w = window_session(s, ds.sensors, window, ds.tasks)
             windows[split] += len(w)
             n_windows += len(w)

@@ -18,6 +18,7 @@ Rules (docs/dataset-format.md, "Windowing"), shared by both paths through `cut_w
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -27,6 +28,8 @@ import numpy as np
 from edge_gmm.config import SensorSpec, TaskSpec, WindowSpec
 from edge_gmm.data.format import Dataset, SensorChunk, Session
 from edge_gmm.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -234,6 +237,9 @@ def _empty(sensors, window, tasks) -> Windows:
 
 # ---------------------------------------------------------------- streaming
 
+MAX_WINDOWS_PER_CALL = 64  # pop_ready's bound on work and memory per call (64 camera+audio windows ~ 11 MB)
+JUMP_WINDOWS = 4  # window lengths (plus the longest stale timeout) beyond which a time jump is a discontinuity
+
 
 class StreamingAssembler:
     """Builds the same windows as `window_session` from chunks as they arrive.
@@ -246,18 +252,33 @@ class StreamingAssembler:
     is more than stale_after_s ahead of it (a live source does; a replay delivering in time order does).
     Samples older than a stream's newest are dropped (counted in `dropped`). `flush()` emits what is left
     once the input has ended.
+
+    Bad times cannot stall or swamp it. Non-finite times are dropped (`invalid`). A jump of more than
+    `jump_s` (JUMP_WINDOWS window lengths plus the longest stale timeout) is a discontinuity (counted in
+    `discontinuities`, logged once per modality): forward, when a stream's samples land that far ahead of
+    every stream and of the grid; backward, when they land that far behind the stream's own newest. The
+    windows its data before the jump completes are cut first (handed out by the next `pop_ready`), then its
+    buffer is dropped, it restarts at the new time, and if the grid is that far from the newest sample it moves
+    there, skipping the windows in between (the stream reads as stale in the first windows after).
+    `pop_ready` cuts at most MAX_WINDOWS_PER_CALL windows; `backlog` says more are ready.
     """
 
     def __init__(self, sensors: list[SensorSpec], window: WindowSpec, origin: float = 0.0):
         self.sensors = list(sensors)
         self.window = window
         self.origin = float(origin)
+        self.jump_s = JUMP_WINDOWS * window.length_s + max((s.stale_after_s for s in self.sensors), default=0.0)
         self._k = first_k(window)
         self._t = {s.name: np.zeros(0, np.float64) for s in self.sensors}
         self._x = {s.name: np.zeros((0, *s.sample_shape), np.float32) for s in self.sensors}
         self._pending: dict[str, list[SensorChunk]] = {s.name: [] for s in self.sensors}
         self._last = {s.name: -math.inf for s in self.sensors}
         self.dropped = {s.name: 0 for s in self.sensors}
+        self.invalid = {s.name: 0 for s in self.sensors}  # samples with a NaN or infinite time
+        self.discontinuities = {s.name: 0 for s in self.sensors}
+        self.backlog = False  # the last pop_ready stopped at MAX_WINDOWS_PER_CALL with more windows ready
+        self._spec = {s.name: s for s in self.sensors}
+        self._early: list = []  # windows cut before a discontinuity, for the next pop_ready
 
     @property
     def modalities(self) -> list[str]:
@@ -267,24 +288,84 @@ class StreamingAssembler:
     def now(self) -> float:
         return max(self._last.values())
 
+    def buffered(self) -> dict[str, int]:
+        """Samples held per modality (bounded by about a window once the grid follows the data)."""
+        return {m: len(self._t[m]) + sum(len(c) for c in self._pending[m]) for m in self._t}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """What the assembler threw away, per modality (for the loop's metrics)."""
+        return {"discontinuities": dict(self.discontinuities), "invalid_times": dict(self.invalid),
+                "out_of_order": dict(self.dropped)}
+
     def push(self, chunk: SensorChunk) -> None:
-        if chunk.modality not in self._last:
-            raise DataError(f"chunk for unknown modality {chunk.modality!r}; expected one of {self.modalities}")
-        t = np.asarray(chunk.t, dtype=np.float64)
+        m = chunk.modality
+        if m not in self._last:
+            raise DataError(f"chunk for unknown modality {m!r}; expected one of {self.modalities}")
+        t, x = np.asarray(chunk.t, dtype=np.float64), np.asarray(chunk.x)
+        finite = np.isfinite(t)
+        if not finite.all():  # a time of inf would move the grid without end
+            self.invalid[m] += int((~finite).sum())
+            t, x = t[finite], x[finite]
         if not t.size:
             return
-        keep = t >= self._last[chunk.modality]
-        if not keep.all():  # out of order: an older sample can no longer be placed
-            self.dropped[chunk.modality] += int((~keep).sum())
+        # a jump inside one chunk is as much a discontinuity as one between chunks: take the pieces in turn
+        cuts = np.flatnonzero(np.abs(np.diff(t)) > self.jump_s) + 1
+        for piece in np.split(np.arange(t.size), cuts):
+            self._push_piece(m, t[piece], x[piece])
+
+    def _push_piece(self, m: str, t: np.ndarray, x: np.ndarray) -> None:
+        first = self.now == -math.inf  # no data yet: a start far from the origin is where the grid begins
+        ahead = max(self.now, window_end(self.origin, self._k, self.window))
+        jumped = not first and (t[0] > ahead + self.jump_s or t[0] < self._last[m] - self.jump_s)
+        if jumped:
+            self._restart(m, float(t[0]))
+        # out of order, behind the stream's newest or an earlier sample of this chunk: can no longer be placed
+        keep = (t >= self._last[m]) & (t >= np.maximum.accumulate(t))
+        if not keep.all():
+            self.dropped[m] += int((~keep).sum())
             if not keep.any():
                 return
-            chunk = SensorChunk(chunk.modality, t[keep], np.asarray(chunk.x)[keep])
-            t = chunk.t
-        self._pending[chunk.modality].append(chunk)
-        self._last[chunk.modality] = float(t[-1])
+            t, x = t[keep], x[keep]
+        self._pending[m].append(SensorChunk(m, t, x))
+        self._last[m] = float(t[-1])
+        if jumped or first:
+            self._resync(float(t[0]))
+
+    def _restart(self, m: str, t_new: float) -> None:
+        """Modality `m` jumped to `t_new`: what it buffered cannot share a window with what follows, so the
+        windows it completes are cut now (at most MAX_WINDOWS_PER_CALL), then it starts afresh."""
+        self.discontinuities[m] += 1
+        level = logging.WARNING if self.discontinuities[m] == 1 else logging.DEBUG
+        log.log(level, "%s: time jumps from %.3f to %.3f s; a discontinuity (counted), its stream restarts there",
+                m, self._last[m], t_new)
+        self._close_out(m)
+        self._t[m] = self._t[m][:0]
+        self._x[m] = self._x[m][:0]
+        self._pending[m].clear()
+        self._last[m] = -math.inf
+
+    def _close_out(self, m: str) -> None:
+        """Cut the windows `m`'s data before its jump completes, unless that data was itself the outlier (a
+        bogus chunk far ahead of every other stream): those windows would carry times 36 minutes away."""
+        self._absorb()
+        others = max((v for k, v in self._last.items() if k != m), default=-math.inf)
+        if others > -math.inf and self._last[m] > others + self.jump_s:
+            return
+        limit = covered_until(self._spec[m], self._last[m]) + _EPS
+        while len(self._early) < MAX_WINDOWS_PER_CALL:
+            end = window_end(self.origin, self._k, self.window)
+            if end > limit:
+                return
+            self._early.append(self._cut(end))
+
+    def _resync(self, t_new: float) -> None:
+        """Move the grid to the data when a discontinuity left it more than jump_s from the newest sample."""
+        if abs(window_end(self.origin, self._k, self.window) - self.now) > self.jump_s:
+            self._k = max(first_k(self.window), math.floor((t_new - self.origin) / self.window.hop_s) + 1)
 
     def pop_ready(self) -> list[tuple[float, dict[str, np.ndarray], np.ndarray]]:
-        """Windows whose inputs are complete: (t_end, {modality: array in model layout}, mask float32[M])."""
+        """Windows whose inputs are complete: (t_end, {modality: array in model layout}, mask float32[M]).
+        At most MAX_WINDOWS_PER_CALL; when `backlog` is then True, call again for the rest."""
         return self._emit(final=False)
 
     def flush(self) -> list[tuple[float, dict[str, np.ndarray], np.ndarray]]:
@@ -302,20 +383,28 @@ class StreamingAssembler:
         return all(last >= end or now - end > s.stale_after_s for s, last in zip(self.sensors, self._last.values()))
 
     def _emit(self, final: bool):
-        out = []
+        out, self._early = self._early, []
         self._absorb()
+        self.backlog = False
         while True:
             end = window_end(self.origin, self._k, self.window)
             if not (self._covered() + _EPS >= end if final else self._ready(end)):
                 break
-            inputs, mask = {}, np.zeros(len(self.sensors), np.float32)
-            for j, s in enumerate(self.sensors):
-                inputs[s.name], ok = cut_window(s, self.window, self._t[s.name], self._x[s.name], end)
-                mask[j] = float(ok)
-            out.append((end, inputs, mask))
-            self._k += 1
+            if not final and len(out) >= MAX_WINDOWS_PER_CALL:
+                self.backlog = True
+                break
+            out.append(self._cut(end))
         self._trim()
         return out
+
+    def _cut(self, end: float):
+        """The grid window ending at `end` (the next one): (end, inputs, mask); the grid moves on."""
+        inputs, mask = {}, np.zeros(len(self.sensors), np.float32)
+        for j, s in enumerate(self.sensors):
+            inputs[s.name], ok = cut_window(s, self.window, self._t[s.name], self._x[s.name], end)
+            mask[j] = float(ok)
+        self._k += 1
+        return end, inputs, mask
 
     def _absorb(self) -> None:
         for name, chunks in self._pending.items():

@@ -13,6 +13,10 @@ Threads and queues (every queue bounded, so memory never grows):
   coverage; else `ok`. Anything not `ok` is masked (mask 0) — the model was trained with absent modalities.
 - Back-pressure: when inference falls behind, the window queue drops its OLDEST window (counted in
   `dropped_windows`); a lossless source (replay at --speed max) is blocked instead, so nothing is dropped.
+- Inference-side faults (runner, post-processing, payload, publish) skip their window and are counted per stage
+  (`errors`), as source faults are; REOPEN_AFTER failures in a row reopen the runner, STOP_AFTER stop the loop.
+- The summary's `exit_code` tells a supervisor the truth (errors.py): 0 a clean stop, 2 sources that all failed
+  with a user error, 75 a failure a restart may cure (assembly error, inference failing, sources down for good).
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ from edge_gmm.config import SensorSpec, WindowSpec
 from edge_gmm.devices.postprocess import PostProcessor
 from edge_gmm.devices.sources import HostClock, Source
 from edge_gmm.devices.sources.driver import SourceDriver
+from edge_gmm.errors import EXIT_OK, EXIT_RESTART, EXIT_USER
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often idle threads wake up to check for stop and stale sensors
 LATENCY_HISTORY = 2048  # latest samples kept per stage for percentiles
+STAGES = ("infer", "post", "payload", "publish")  # inference-side stages whose failures are counted in `errors`
+REOPEN_AFTER = 10  # failures in a row before the runner is reopened (a wedged CUDA context or session)
+STOP_AFTER = 2 * REOPEN_AFTER  # ... and before the loop gives up: "inference failing", exit 75
 
 
 @dataclass
@@ -155,6 +163,11 @@ class Loop:
         self.assembler = None  # made at the first chunk, when the window grid's origin is known
         self.stop_event = threading.Event()
         self.stop_reason = ""
+        self.exit_code = EXIT_OK  # what `run` exits with (errors.py)
+        self.stop_error = ""  # one line on why a non-clean stop happened
+        self.errors = collections.Counter({s: 0 for s in STAGES})
+        self._streak = 0  # inference-side failures since the last published prediction
+        self._logged_errors: set[str] = set()
         self.lossless = any(s.lossless for s in sources)
         self._chunks: queue.Queue = queue.Queue(maxsize=options.chunk_queue)
         self.windows = DropOldestQueue(options.queue_windows)
@@ -238,9 +251,10 @@ class Loop:
             except queue.Full:
                 continue
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, code: int = EXIT_OK, error: str = "") -> None:
+        """The first request wins: its reason, exit code and error line are what the summary reports."""
         if not self.stop_event.is_set():
-            self.stop_reason = reason
+            self.stop_reason, self.exit_code, self.stop_error = reason, code, error
             self.stop_event.set()
 
     # ------------------------------------------------------------ sensor states
@@ -273,9 +287,11 @@ class Loop:
                     except queue.Empty:
                         break
                 self._emit_ready()
-        except Exception:  # a bug here must stop the loop loudly, not leave it waiting forever
+                while self.assembler is not None and self.assembler.backlog and not self.stop_event.is_set():
+                    self._emit_ready()  # the assembler cuts a bounded batch per call: queue the rest batch by batch
+        except Exception as e:  # a bug here must stop the loop loudly, not leave it waiting forever
             log.exception("assembly thread failed")
-            self.request_stop("assembly error")
+            self.request_stop("assembly error", EXIT_RESTART, f"{type(e).__name__}: {e}")
         finally:
             self._assembly_done.set()
 
@@ -327,7 +343,7 @@ class Loop:
                     if self.opt.max_windows and self.counts["predictions"] >= self.opt.max_windows:
                         self.request_stop("max-windows")
                 elif self._assembly_done.is_set() and not len(self.windows):
-                    self.request_stop(self.stop_reason or "sources ended")
+                    self.request_stop(*self._sources_outcome())
                 if self.publish_metrics and now >= next_metrics:
                     self.publish_metrics(self.metrics())
                     next_metrics = now + self.opt.metrics_every_s
@@ -348,14 +364,37 @@ class Loop:
             feed[name] = arr
         return feed
 
+    def _sources_outcome(self) -> tuple[str, int, str]:
+        """Why the loop ends once every source is gone. A replay that finished is a clean stop; sources that all
+        `failed` hit an error the user must fix (bad data, a missing driver); else a source went down for good
+        on a transport error, which a restart may cure."""
+        states = [d.state for d in self.drivers]
+        if not self.drivers or "ended" in states:
+            return "sources ended", EXIT_OK, ""
+        first = next((d for d in self.drivers if d.error), None)
+        error = f"{first.source.describe()}: {first.error.splitlines()[0]}" if first else ""
+        code = EXIT_USER if all(s == "failed" for s in states) else EXIT_RESTART
+        return "sources failed", code, error
+
     def _process(self, batch: list[Window]) -> None:
         t0 = time.perf_counter()
-        feed = self._feed(batch)
-        t1 = time.perf_counter()
-        outputs = self.runner.infer(feed, check=not self._checked)
+        try:
+            feed = self._feed(batch)
+            t1 = time.perf_counter()
+            outputs = self.runner.infer(feed, check=not self._checked)
+        except Exception as e:  # the whole batch is skipped: there are no outputs to post-process
+            self._failed("infer", e, len(batch))
+            return
         self._checked = True
         t2 = time.perf_counter()
         for row, w in enumerate(batch):
+            self._predict(w, outputs, row, (t0, t1, t2))
+
+    def _predict(self, w: Window, outputs: dict[str, np.ndarray], row: int, times: tuple[float, float, float]) -> None:
+        """Post-process, build and publish one window's prediction; a failing stage skips only this window."""
+        t0, t1, t2 = times
+        stage = "post"
+        try:
             tasks = self.post(outputs, row=row)
             t3 = time.perf_counter()
             lat = {"assemble": (w.t_ready - w.t_arrival) * 1e3, "queue": (t0 - w.t_ready) * 1e3,
@@ -363,20 +402,54 @@ class Loop:
                    "total": (t3 - w.t_arrival) * 1e3}
             if self.realtime:  # how old the window's end is when its prediction leaves: sensor delivery included
                 lat["age"] = (self.clock.now() - w.t_end) * 1e3
+            stage = "payload"
             payload = self.payload_fn(
                 device_id=self.opt.device_id, window_start=self.clock.to_wall(w.t_end - self.window.length_s),
                 window_end=self.clock.to_wall(w.t_end), model=self.model, tasks=tasks, sensors=w.sensors,
                 latency_ms=lat)
+            stage = "publish"
             if self.publish is not None:
                 self.publish(payload)
-            t4 = time.perf_counter()
-            lat["publish"] = (t4 - t3) * 1e3
-            lat["overhead"] = lat["total"] + lat["publish"] - lat["infer"]  # end-to-end minus inference
-            for stage, ms in lat.items():
-                self.latency.add(stage, ms)
-            self.counts["predictions"] += 1
-            for m, s in w.sensors.items():
-                self.counts[f"{m}:{s}"] += 1
+        except Exception as e:
+            self._failed(stage, e, 1)
+            return
+        self._streak = 0
+        t4 = time.perf_counter()
+        lat["publish"] = (t4 - t3) * 1e3
+        lat["overhead"] = lat["total"] + lat["publish"] - lat["infer"]  # end-to-end minus inference
+        for name, ms in lat.items():
+            self.latency.add(name, ms)
+        self.counts["predictions"] += 1
+        for m, s in w.sensors.items():
+            self.counts[f"{m}:{s}"] += 1
+
+    def _failed(self, stage: str, exc: Exception, windows: int) -> None:
+        """Count a failed stage and skip its window(s), logging each stage's first failure only: a fault that
+        repeats every window must not flood the journal. A long run of failures reopens the runner, then stops."""
+        self.errors[stage] += 1
+        self.counts["skipped_windows"] += windows
+        self._streak += 1
+        what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if stage not in self._logged_errors:
+            self._logged_errors.add(stage)
+            log.warning("%s failed (%s); window skipped, the loop goes on (counted in errors.%s; logged once)",
+                        stage, what, stage)
+            log.debug("%s failure", stage, exc_info=exc)
+        if self._streak == REOPEN_AFTER:
+            self._reopen_runner()
+        elif self._streak >= STOP_AFTER:
+            self.request_stop("inference failing", EXIT_RESTART, f"{STOP_AFTER} failures in a row, the last in {stage}: {what}")
+
+    def _reopen_runner(self) -> None:
+        """Exit and re-enter the runner: a fresh session / CUDA context cures a wedged one."""
+        log.warning("%d inference-side failures in a row: reopening the %s runner", REOPEN_AFTER, self.runner.name)
+        self.counts["runner_reopens"] += 1
+        self._checked = False
+        try:
+            self.runner.deactivate()
+            self.runner.activate()
+        except Exception as e:
+            self.request_stop("inference failing", EXIT_RESTART, f"reopening the runner failed: {type(e).__name__}: {e}")
 
     # ------------------------------------------------------------ reporting
     def current_sensors(self) -> dict[str, str]:
@@ -392,15 +465,24 @@ class Loop:
             "dropped_chunks": self.counts["dropped_chunks"],
             "queue": len(self.windows),
             "latency_ms": self.latency.summary(),
+            "errors": dict(self.errors),  # stage -> failures; each skipped its window(s)
+            "skipped_windows": self.counts["skipped_windows"],
+            "runner_reopens": self.counts["runner_reopens"],
             "sensors": self.current_sensors(),
-            "sources": {d.source.describe(): {"state": d.state, "restarts": d.restarts, "error": d.error}
+            "sources": {d.source.describe(): {"state": d.state, "restarts": d.restarts, "error": d.error,
+                                              **getattr(d.source, "counts", {})}  # e.g. a serial link's errors
                         for d in self.drivers},
+            # time jumps, NaN/inf times and out-of-order samples the assembler set aside, per modality
+            "assembler": self.assembler.counts() if self.assembler is not None else {},
             **({"jetson": self.telemetry()} if self.telemetry is not None and self.telemetry() else {}),
         }
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics()
         m["reason"] = self.stop_reason
+        m["exit_code"] = self.exit_code
+        if self.stop_error:
+            m["error"] = self.stop_error
         m["sensor_windows"] = {k: v for k, v in self.counts.items() if ":" in k}
         return m
 
@@ -427,6 +509,7 @@ class RunSettings:
     pubkey: str | None = None  # verify the bundle's ed25519 signature with this key
     queue_windows: int = 8
     metrics_every_s: float = 10.0
+    spool_max_mb: float = 64.0  # the spool's byte cap (it also leaves the disk's free space alone)
 
 
 RUNNER_PREFERENCE = (("tensorrt", "tensorrt"), ("onnxrt", "onnxruntime"))  # (runner, module it needs), best first
@@ -464,9 +547,24 @@ def open_runner(bundle, requested: str, precision: str | None, threads: int, sta
                 raise
             log.warning("runner %s unavailable (%s); trying %s", name, str(e).splitlines()[0], candidates[i + 1])
             continue
-        runner.infer(runner.zeros_feed())  # warm-up: first-call allocations stay out of the latency figures
+        _warm_up(runner)
         return name, runner
     raise AssertionError("unreachable: the last candidate raises")
+
+
+def _warm_up(runner) -> None:
+    """One inference of zeros, so first-call allocations stay out of the latency figures. A failure here is the
+    device's (CUDA, TensorRT, memory): the bundle was verified and the feed is the manifest's own."""
+    from edge_gmm.errors import DeviceError, EdgeGmmError, RuntimeFailure
+
+    try:
+        runner.infer(runner.zeros_feed())
+    except DeviceError as e:
+        raise RuntimeFailure(f"{runner.name} runner: warm-up inference failed: {e.args[0] if e.args else e}") from e
+    except EdgeGmmError:
+        raise
+    except Exception as e:
+        raise RuntimeFailure(f"{runner.name} runner: warm-up inference failed: {type(e).__name__}: {e}") from e
 
 
 def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | None = None) -> dict[str, Any]:
@@ -484,7 +582,7 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
 
     check_device_id(settings.device_id)
     bundle = Bundle.open(settings.bundle)
-    bundle.verify(settings.pubkey)
+    bundle.verify_trusted(settings.pubkey)  # the device's trusted key applies when --pubkey is not given
     sensors, window = bundle.sensors, bundle.window
     modalities = list(bundle.manifest.get("modalities") or [s.name for s in sensors])
     plan = load_sources(settings.sources, sensors)
@@ -492,6 +590,8 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
         live = [s.uri for s in plan.specs if s.scheme not in ("replay", "synth")]
         if live:
             raise ConfigError(f"--speed applies to replay:// and synth:// sources only; {live[0]!r} is live")
+    if not settings.spool_max_mb > 0 or settings.spool_max_mb == float("inf"):  # `not >` also refuses NaN
+        raise ConfigError(f"--spool-max-mb must be a positive number of MiB, got {settings.spool_max_mb!r}")
     broker = None
     if settings.mqtt.lower() != "none":
         from edge_gmm.mqtt.url import parse_mqtt_url
@@ -516,6 +616,7 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
 
             spool = settings.spool_dir or default_spool_dir(settings.device_id)
             publisher = Publisher(broker, settings.device_id, spool_dir=spool,
+                                  spool_max_bytes=int(settings.spool_max_mb * 1024 * 1024),
                                   status_extra={"model": model, "sources": [s.describe() for s in sources]})
             publisher.start()
         loop = None

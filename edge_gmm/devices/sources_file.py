@@ -29,7 +29,7 @@ FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 class SourceEntry:
     uri: str
     sensor: str = ""  # the name the source uses for this modality ("" = the modality's own name)
-    timeout_s: float = 0.0  # overrides the sensor spec's stale timeout; 0 = keep it
+    timeout_s: float = 0.0  # overrides the sensor spec's stale timeout; 0 = keep it (non-finite: refused by from_dict)
 
 
 @dataclass
@@ -68,6 +68,8 @@ def load_sources(value: str, sensors: list[SensorSpec]) -> SourcesPlan:
             raw = {"uri": raw}
         entry = from_dict(SourceEntry, raw, source=value, where=modality)
         _check_known([modality], names, value)
+        if entry.timeout_s < 0:
+            raise ConfigError(f"{value}: {modality}.timeout_s must be >= 0 seconds (0 = the bundle's), got {entry.timeout_s}")
         parsed = parse_uri(entry.uri)
         parsed.options.pop("modalities", None)
         spec = by_uri.setdefault((parsed.scheme, parsed.target), parsed)

@@ -2,6 +2,8 @@
 
     export_model(model, target=..., out=..., calib_windows=..., eval_windows=...)   any GMM-contract model
     export_run(run_dir, target=..., out=...)                                         a training run directory
+
+Both replace a bundle already at `out`; the CLI calls `check_out` first, which refuses that without --force.
 """
 
 from __future__ import annotations
@@ -19,10 +21,26 @@ from edge_gmm.errors import ConfigError, DataError
 from edge_gmm.export import evaluate as ev
 from edge_gmm.export.gates import ExportGateError, check_parity, check_quantized
 from edge_gmm.export.lint import lint_onnx
-from edge_gmm.runtime.bundle import TensorSpec, write_bundle
+from edge_gmm.runtime.bundle import MANIFEST, TensorSpec, write_bundle
 
 PARITY_WINDOWS = 64  # torch-vs-ONNX parity on this many evaluation windows
 PROBE_WINDOWS = 16  # windows for the per-layer INT8 error probe
+
+
+def check_out(out: str | Path, *, force: bool = False, tar: bool = False) -> None:
+    """Refuse, before minutes of training or export, to replace a bundle at `out` (or its .tar) without
+    `force`, and to replace anything that is not a bundle even with it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory", hint="choose a new --out directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():
+            raise ConfigError(f"{out}: exists and is not a bundle; refusing to replace it", hint="choose an empty or new --out directory")
+        if not force:
+            raise ConfigError(f"{out}: a bundle is already there", hint="pass --force to replace it, or choose another --out")
+    archive = Path(str(out).rstrip("/") + ".tar")
+    if tar and archive.exists() and not force:
+        raise ConfigError(f"{archive}: already exists", hint="pass --force to replace it, or choose another --out")
 
 
 @dataclass

@@ -30,9 +30,14 @@ class McuClock:
         self.intercept: float | None = None
         self.reanchors = 0
 
-    def unwrap(self, t_us: int, epoch: int | None = None) -> int:
+    def unwrap(self, t_us: int, epoch: int | None = None, commit: bool = True) -> int:
         """Extend a wrapped u32 timestamp to 64 bits, nearest to the last one seen (frames of different
-        sensors interleave, so time may step back a little). `epoch` (TIME_SYNC) pins the high word."""
+        sensors interleave, so time may step back a little). `epoch` (TIME_SYNC) pins the high word.
+        `commit=False` only looks: a frame that may be refused must not drag the reference along."""
+        if not commit:
+            if self._last_ext is None:
+                return t_us
+            return self._last_ext + ((t_us - (self._last_ext & (WRAP - 1)) + HALF) % WRAP) - HALF
         if epoch is not None and (self._last_ext is None or abs(((epoch << 32) | t_us) - self._last_ext) > HALF):
             self._last_ext = (epoch << 32) | t_us
             return self._last_ext

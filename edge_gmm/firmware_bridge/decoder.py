@@ -2,7 +2,10 @@
 
 Counters (`LinkStats`): a piece between two delimiters that fails COBS, length or header checks is
 `malformed`; one whose CRC does not match is a `crc_error`; a valid frame of an unknown version or type is
-`unsupported` (skipped, per the versioning rules). `gaps` sums the sequence numbers missing between
+`unsupported` (skipped, per the versioning rules). The link above counts what a CRC-valid frame may still
+lie about: `bad_descriptor` (a sensor description refused: rate outside the SensorSpec bounds, non-finite
+scale; or a forwarder rate that could not be detected) and `bad_time` (SAMPLES whose time maps far from
+when they arrived: a corrupt `t_us`). `gaps` sums the sequence numbers missing between
 consecutive good frames, `resyncs` counts returns to a good frame after bad bytes, `bytes_dropped` counts
 the bytes of every discarded piece including its delimiter.
 """
@@ -37,6 +40,8 @@ class LinkStats:
     gaps: int = 0  # sequence numbers missing between good frames
     resyncs: int = 0
     bytes_dropped: int = 0
+    bad_descriptor: int = 0  # descriptors refused (absurd rate or scale); the sensor keeps its last good one
+    bad_time: int = 0  # SAMPLES frames dropped because their time maps implausibly far from their arrival
 
     def as_dict(self) -> dict:
         return asdict(self)

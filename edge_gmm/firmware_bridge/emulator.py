@@ -9,6 +9,7 @@ Edge Impulse data-forwarder text lines instead of frames.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,10 +55,14 @@ class Feed:
     n0: int = 0
 
     def __post_init__(self):
-        self.x = np.asarray(self.x, dtype=np.float32).reshape(len(self.x), -1)
+        self.set_signal(self.x)
+        self.per_frame = max(1, int(round(self.rate * FRAME_PERIOD_S)))
+
+    def set_signal(self, x) -> None:
+        """What the sensor plays from now on: float32 [N, channels] (another channel count re-describes it)."""
+        self.x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         peak = float(np.max(np.abs(self.x))) if self.x.size else 1.0
         self.scale = (peak / INT16_HEADROOM if peak > 0 else 1.0) if self.fmt == SampleFormat.INT16 else 1.0
-        self.per_frame = max(1, int(round(self.rate * FRAME_PERIOD_S)))
 
     def descriptor(self) -> Descriptor:
         return Descriptor(self.sensor, self.name, self.kind, self.rate, self.x.shape[1], self.fmt, self.scale, self.units)
@@ -130,6 +135,19 @@ class VirtualMcu:
         self._rx = StreamDecoder()
         self._rx_text = bytearray()
         self._t0 = 0.0
+        self._soon: deque = deque()  # actions from other threads, run by the MCU's own loop (one writer)
+
+    def inject(self, *frames: Frame) -> None:
+        """Send crafted frames (a corrupt timestamp, a lying descriptor) from the MCU's loop, in sequence."""
+        for f in frames:
+            self._soon.append(lambda f=f: self._send(f))
+
+    def redescribe(self, sensor: int, x) -> None:
+        """The firmware changes a sensor (e.g. its channel count): new signal, descriptors sent at once."""
+        def change():
+            self.by_id[sensor].set_signal(x)
+            self.send_descriptors()
+        self._soon.append(change)
 
     # MCU clock: microseconds since boot (plus clock_start_us, to exercise wrap-around), as a u32 would hold it
     def now_us(self) -> int:
@@ -150,6 +168,8 @@ class VirtualMcu:
                 next_unplug += self.unplug_every_s
                 continue
             self._poll_commands()
+            while self._soon:
+                self._soon.popleft()()
             if not self.text:
                 if now >= next_meta:
                     self.send_descriptors()

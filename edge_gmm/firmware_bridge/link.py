@@ -6,6 +6,7 @@ so tests and benchmarks drive it directly.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import deque
 
@@ -15,7 +16,21 @@ from edge_gmm.config import SensorSpec
 from edge_gmm.data.format import SensorChunk
 from edge_gmm.firmware_bridge.clock import McuClock
 from edge_gmm.firmware_bridge.decoder import LinkStats, StreamDecoder
-from edge_gmm.firmware_bridge.protocol import FORMAT_DTYPE, Descriptor, Frame, FrameType, parse_descriptor
+from edge_gmm.firmware_bridge.protocol import (
+    FORMAT_DTYPE,
+    Descriptor,
+    DescriptorRejected,
+    Frame,
+    FrameType,
+    parse_descriptor,
+)
+
+log = logging.getLogger(__name__)
+
+# A sample cannot be taken after it arrives, and what the port buffers is seconds old, not minutes. Beyond
+# these the frame's t_us is corrupt (a CRC-valid frame 2**31 us off would put windows 36 min away): drop it.
+MAX_AHEAD_S = 10.0  # a burst sent faster than real time (a test, a replaying MCU) runs a few seconds ahead
+MAX_BEHIND_S = 60.0
 
 
 class FrameLink:
@@ -65,6 +80,10 @@ class FrameLink:
                 self.logs.append((f.payload[0] if f.payload else 0, bytes(f.payload[1:]).decode("utf-8", "replace")))
             elif f.type == FrameType.COMMAND:
                 self.commands_seen += 1
+        except DescriptorRejected as e:
+            self.stats.bad_descriptor += 1
+            if self.stats.bad_descriptor == 1:  # once: a firmware bug repeats it every second
+                log.warning("descriptor refused (counted in bad_descriptor): %s", e)
         except (ValueError, struct.error, IndexError):
             self.bad_payload += 1
         return None
@@ -84,11 +103,22 @@ class FrameLink:
         raw = np.frombuffer(f.payload, dtype=dtype).reshape(f.count, d.channels)
         x = raw.astype(np.float32)
         if d.scale != 1.0:
-            x *= np.float32(d.scale)
-        t0 = self.clock.unwrap(f.t_us)
+            with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+                x *= np.float32(d.scale)
+        if not np.isfinite(x).all():  # NaN/inf float32 payloads, or a scale that overflows: no sensor reads them
+            self.bad_payload += 1
+            return None
+        t0 = self.clock.unwrap(f.t_us, commit=False)
         step_us = 1e6 / d.rate
         if not self.clock.ready():
             # no sync point yet: the frame left the MCU right after its last sample was taken
             self.clock.observe(int(t0 + (f.count - 1) * step_us), host_t)
         t = self.clock.to_host(t0 + np.arange(f.count) * step_us)  # float64[count]
+        if t[-1] > host_t + MAX_AHEAD_S or t[0] < host_t - MAX_BEHIND_S:
+            self.stats.bad_time += 1
+            if self.stats.bad_time == 1:
+                log.warning("sensor %s: a SAMPLES frame maps %+.0f s from its arrival; dropped (counted in bad_time)",
+                            d.name, t[0] - host_t)
+            return None
+        self.clock.unwrap(f.t_us)
         return SensorChunk(d.name, t, x)

@@ -17,12 +17,14 @@ Wire: COBS(body) 0x00. Body, little-endian:
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from edge_gmm.config import SensorSpec
+from edge_gmm.config import MAX_RATE_HZ, MIN_RATE_HZ, SensorSpec
+from edge_gmm.errors import ConfigError
 from edge_gmm.firmware_bridge.cobs import cobs_encode, max_encoded_len
 
 PROTOCOL_VERSION = 1
@@ -143,9 +145,29 @@ def parse_descriptor(f: Frame) -> Descriptor:
     if len(units_raw) != m:
         raise ValueError("descriptor units truncated")
     units = units_raw.decode("utf-8").split(",") if m else []
-    if kind not in KIND_CODES or fmt not in FORMAT_DTYPE or channels < 1 or not rate > 0:
-        raise ValueError(f"descriptor has kind={kind} format={fmt} channels={channels} rate={rate}")
-    return Descriptor(f.sensor, name, KIND_CODES[kind], float(rate), channels, fmt, float(scale), units)
+    if kind not in KIND_CODES or fmt not in FORMAT_DTYPE or channels < 1:
+        raise ValueError(f"descriptor has kind={kind} format={fmt} channels={channels}")
+    d = Descriptor(f.sensor, name, KIND_CODES[kind], float(rate), channels, fmt, float(scale), units)
+    check_descriptor(d)
+    return d
+
+
+class DescriptorRejected(ValueError):
+    """A well-formed descriptor announcing what no sensor is: a rate of 1e-6 Hz or inf, a scale of NaN."""
+
+
+def check_descriptor(d: Descriptor) -> None:
+    """Refuse what would poison the host: a 1e-6 Hz rate spaces samples 11 days apart (the assembler then cuts
+    windows without end), an infinite scale turns every value into inf. The bounds are SensorSpec's own."""
+    if not MIN_RATE_HZ <= d.rate <= MAX_RATE_HZ:  # also NaN and inf
+        raise DescriptorRejected(f"sensor {d.sensor} ({d.name!r}) announces rate {d.rate:g} Hz, "
+                                 f"outside [{MIN_RATE_HZ:g}, {MAX_RATE_HZ:g}]")
+    if not math.isfinite(d.scale):
+        raise DescriptorRejected(f"sensor {d.sensor} ({d.name!r}) announces scale {d.scale}")
+    try:
+        d.spec()  # whatever else SensorSpec refuses (stereo audio, ...)
+    except ConfigError as e:
+        raise DescriptorRejected(str(e)) from None
 
 
 def samples_payload(values, fmt: int) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -17,6 +18,10 @@ from edge_gmm.errors import DataError, MissingDependencyError
 
 SCHEMA_VERSION = 1
 SENSOR_STATES = ("ok", "stale", "missing")
+MAX_PAYLOAD_BYTES = 256 << 10  # a prediction is well under 1 KiB; anything this big is not one of ours
+MAX_DEPTH = 32  # our payloads nest 4 deep; json.loads recurses, so 50,000 '[' would raise RecursionError
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string: its brackets are not structure
+_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 def prediction_payload(
@@ -70,6 +75,31 @@ def metrics_payload(device_id: str, ts: float, values: dict[str, Any], publisher
 def encode(payload: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON. NaN/inf are not JSON: prediction_payload already turned them into null."""
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(raw: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Parse one received payload into a JSON object; DataError (never RecursionError or MemoryError) otherwise.
+
+    Size and nesting depth are checked before json.loads, which recurses once per level."""
+    if len(raw) > max_bytes:
+        raise DataError(f"payload of {len(raw)} bytes is over the {max_bytes}-byte limit")
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(raw) > max_depth:
+        raise DataError(f"payload nests deeper than {max_depth} levels")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"not JSON: {e}") from None
+    if not isinstance(payload, dict):
+        raise DataError("not a JSON object")
+    return payload
+
+
+def _depth(raw: bytes) -> int:
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_STRING.sub(b'""', raw)):
+        depth += 1 if m.group() in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _num(v: Any) -> float | None:

@@ -6,6 +6,10 @@ expected one opens a gap; a missing number that arrives late closes it (not a du
 below the highest seen that is not missing is a duplicate (QoS 1 is at-least-once). Seq 0 after higher
 numbers means the device started a new sequence (its spool was wiped) and is counted as a reset.
 
+A payload that cannot be used (too big, nested too deep, not a JSON object, no integer `seq`) is counted
+in `bad_payloads` and skipped; one that breaks the schema (with `validate`) in `invalid`. Neither stops
+reception: nothing raised in paho's thread may end it.
+
 `Subscriber(...).start()`, `wait(n, timeout)`, `collect(n, timeout)`, `stats()`, `devices()`, `stop()`.
 With a `client_id` the session is persistent (clean_start False + expiry): predictions published while
 this subscriber is away (or while the broker restarts) are kept for it by the broker.
@@ -14,7 +18,6 @@ this subscriber is away (or while the broker restarts) are kept for it by the br
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 import time
@@ -24,12 +27,15 @@ from typing import Any, Callable
 
 from edge_gmm.errors import DataError, DeviceError
 from edge_gmm.mqtt import client as mq
+from edge_gmm.mqtt.payload import decode, validate
 from edge_gmm.mqtt.topics import parse_topic, topic
 from edge_gmm.mqtt.url import BrokerConfig
 
 log = logging.getLogger(__name__)
 
 MAX_MISSING = 100_000  # per device; beyond it a gap is only counted, not remembered
+MAX_SEQ = 2**63 - 1
+LOG_BAD = 5  # bad payloads logged one by one; after that only counted
 
 
 @dataclass
@@ -101,7 +107,8 @@ class Subscriber:
         self.validate = validate
         self.on_prediction = on_prediction  # called in paho's thread with (payload, 'ok'|'gap'|...)
         self.predictions: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
-        self.invalid = 0
+        self.invalid = 0  # broke the schema (validate=True)
+        self.bad_payloads = 0  # could not be used at all
         self._devices: dict[str, DeviceView] = {}
         self._cond = threading.Condition()
         self._received = 0
@@ -118,9 +125,13 @@ class Subscriber:
         if auto and not self._connected.is_set() and (self._refusal is None or str(self._refusal) in mq.PROTOCOL_REFUSED):
             self._drop()
             self._connect("3.1.1", wait_s)
+        if self._refusal is None and not self._connected.is_set() and not self.broker.tls and mq.speaks_tls(self.broker.host, self.broker.port):
+            self._drop()
+            raise mq.tls_port_error(self.broker)
         if self._refusal is not None:
             self._drop()
-            raise mq.refusal_error(self.broker, self._refusal)
+            raise mq.refusal_error(self.broker, self._refusal, self.client_id) or DeviceError(
+                f"broker {self.broker.url} cannot take a client now: {self._refusal}", hint="try again later")
         if not self._connected.is_set():
             self._drop()
             raise DeviceError(
@@ -171,28 +182,43 @@ class Subscriber:
         self._attempted.set()  # closed before a CONNACK: an MQTT 3.1.1-only broker does that to MQTT 5
 
     def _on_message(self, client, userdata, msg) -> None:
+        try:
+            self._take(msg)
+        except Exception as e:  # paho's thread ends on an exception: count it, keep receiving
+            self._bad(msg.topic, f"{type(e).__name__}: {e}")
+
+    def _bad(self, topic_name: str, why: str) -> None:
+        self.bad_payloads += 1
+        if self.bad_payloads <= LOG_BAD:
+            more = "; further bad payloads are only counted" if self.bad_payloads == LOG_BAD else ""
+            log.warning("%s: bad payload skipped: %s%s", topic_name, why, more)
+
+    def _take(self, msg) -> None:
         where = parse_topic(msg.topic)
         if where is None:
             return
         device_id, kind = where
         try:
-            payload = json.loads(msg.payload)
-            if not isinstance(payload, dict):
-                raise ValueError("not a JSON object")
-            if self.validate:
-                from edge_gmm.mqtt.payload import validate
-
-                validate(kind, payload)
-        except (ValueError, DataError) as e:
-            self.invalid += 1
-            log.warning("%s: invalid payload: %s", msg.topic, e)
+            payload = decode(msg.payload)
+            seq = payload.get("seq")
+            if kind == "prediction" and (type(seq) is not int or not 0 <= seq <= MAX_SEQ):
+                raise DataError(f"seq must be an integer >= 0, got {str(seq)[:40]!r}")
+        except DataError as e:
+            self._bad(msg.topic, str(e))
             return
+        if self.validate:
+            try:
+                validate(kind, payload)
+            except DataError as e:
+                self.invalid += 1
+                log.warning("%s: invalid payload: %s", msg.topic, e)
+                return
         with self._cond:
             view = self._devices.setdefault(device_id, DeviceView(device_id))
             if kind == "status":
                 view.status = payload
                 return
-            outcome = view.seq.add(int(payload.get("seq", -1)))
+            outcome = view.seq.add(seq)
             view.last = payload
             view.received_at = time.time()
             self.predictions.append(payload)
@@ -237,6 +263,7 @@ class Subscriber:
                 "late": sum(v.seq.late for v in views),
                 "resets": sum(v.seq.resets for v in views),
                 "invalid": self.invalid,
+                "bad_payloads": self.bad_payloads,
                 "devices": len([v for v in views if v.last is not None]),
                 "connected": self._connected.is_set(),
             }

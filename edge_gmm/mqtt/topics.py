@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from edge_gmm.errors import ConfigError
 
 ROOT = "edge-gmm/v1"
 KINDS = ("prediction", "status", "metrics")
+ID_FORBIDDEN = "/+#\\"  # topic separators and wildcards; a backslash is a path separator somewhere
+# control, format (zero-width, bidi), surrogate, private-use, unassigned, line/paragraph separator characters
+ID_FORBIDDEN_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 
 
 def check_device_id(device_id: str) -> str:
-    """A device id is one topic level and the MQTT client id: no '/', '+', '#', not empty."""
-    if not device_id or any(c in device_id for c in "/+#") or len(device_id.encode()) > 128:
+    """A device id is one topic level, the MQTT client id and a spool directory name: printable, no '/', '+',
+    '#', '\\', no '..', not empty, at most 128 bytes."""
+    if not isinstance(device_id, str) or not _safe_id(device_id):
         raise ConfigError(
-            f"device id {device_id!r}: use 1..128 characters without '/', '+' or '#'",
+            f"device id {device_id!r}: use 1..128 printable characters without '/', '+', '#', '\\' or '..'",
             hint="for example jetson-01",
         )
     return device_id
+
+
+def _safe_id(device_id: str) -> bool:
+    return (
+        0 < len(device_id.encode("utf-8", "surrogatepass")) <= 128
+        and device_id.strip() == device_id  # no leading/trailing space: invisible in logs and paths
+        and ".." not in device_id
+        and device_id != "."
+        and not any(c in ID_FORBIDDEN or unicodedata.category(c) in ID_FORBIDDEN_CATEGORIES for c in device_id)
+    )
 
 
 def topic(device_id: str, kind: str) -> str:

@@ -9,16 +9,23 @@ A bundle is a directory (or a .tar of one) holding:
     engines/               TensorRT engines built on the device (not part of the signed content)
 
 The signature covers the manifest, and the manifest covers every artifact by hash, so one signature
-check plus the hash checks prove every byte the loop will run.
+check plus the hash checks prove every byte the loop will run. Engines cannot be signed (they are built on the
+device), so each one is hashed into a device-local record when built and loaded only while it matches.
+
+Trust (docs/bundle.md, "Trust model"): a device whose HOME/trust/bundle.pub exists requires every bundle to be
+signed by it (`Bundle.verify_trusted`, what `edge-gmm run` and `bundle verify` call). HOME is the release home
+the bundle sits in (HOME/current, HOME/releases/R, ...), else $EDGE_GMM_HOME, else ~/edge-gmm.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_gmm.errors import BundleError, ConfigError, MissingDependencyError
@@ -32,6 +39,16 @@ SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 PRECISIONS = ("fp32", "fp16", "int8")
 # numpy dtype names allowed at graph I/O (TensorRT rejects bool/int64 I/O: export lints it)
 IO_DTYPES = ("float32", "float16", "int32", "int8", "uint8")
+# bounds checked before anything is parsed or allocated: a real manifest is a few KiB, nested ~6 deep, and the
+# largest real input (a 3x1080x1920 camera frame) is 6 Mi elements
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_JSON_DEPTH = 32
+MAX_TENSOR_ELEMENTS = 1 << 26  # 64 Mi elements: 256 MiB of float32 per graph input/output
+MAX_TENSOR_RANK = 8
+MAX_TENSORS = 256
+# the device's trust folder: HOME/trust/bundle.pub (trusted key) and HOME/trust/engines.json (engine records)
+TRUST_DIR, TRUSTED_KEY, ENGINE_RECORDS = "trust", "bundle.pub", "engines.json"
+ENGINE_SUFFIXES = (".engine", ".cache")  # what the TensorRT runner loads from engine_dir (engines, timing caches)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -40,6 +57,29 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def release_home(source: str | Path) -> Path | None:
+    """HOME when `source` sits in a deploy tree: HOME/current or HOME/previous (links), HOME/releases/R, HOME/staging/R."""
+    for p in (Path(source).absolute(), Path(source).resolve()):
+        if p.parent.name in ("releases", "staging"):
+            return p.parent.parent
+        if p.name in ("current", "previous") and p.is_symlink():
+            return p.parent
+    return None
+
+
+def device_homes(source: str | Path) -> list[Path]:
+    """Where the device's trust/ folder may be, first match wins: the release home, then $EDGE_GMM_HOME (default ~/edge-gmm)."""
+    env = Path(os.environ.get("EDGE_GMM_HOME") or "~/edge-gmm").expanduser().absolute()
+    return list(dict.fromkeys(h for h in (release_home(source), env) if h is not None))
+
+
+def trusted_key_path(source: str | Path) -> Path | None:
+    """The device's trusted public key for the bundle at `source`: HOME/trust/bundle.pub of the first home that has one.
+
+    Existence alone makes it required (a dangling link or an unreadable file fails closed, as a ConfigError)."""
+    return next((k for k in (h / TRUST_DIR / TRUSTED_KEY for h in device_homes(source)) if os.path.lexists(k)), None)
 
 
 @dataclass(frozen=True)
@@ -76,10 +116,7 @@ class Bundle:
         mpath = root / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"{mpath}: missing; {p} is not a bundle")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{mpath}: not valid JSON ({e})") from None
+        manifest = read_manifest(mpath)
         check_manifest(manifest, where=str(mpath))
         return cls(root, manifest, p)
 
@@ -140,41 +177,105 @@ class Bundle:
         return self.root / arts[precision]["file"]
 
     # ------------------------------------------------------------ verifying
-    def verify(self, pubkey: str | Path | bytes | None = None) -> list[str]:
-        """Check every artifact's sha256 (and the signature when `pubkey` is given). Returns the files checked.
+    def verify(self, pubkey: str | Path | bytes | None = None, *, engines: bool = True) -> list[str]:
+        """Check the signature (when `pubkey` is given), then every file the runtime loads. Returns the files checked.
 
-        Raises BundleError naming the first file whose bytes differ from what the manifest records.
+        Raises BundleError naming the first file that is unsigned, changed, a link, or an engine not built here.
         """
         checked = []
-        mbytes = (self.root / MANIFEST).read_bytes()
+        mbytes = self._regular(MANIFEST, "the manifest").read_bytes()
         sum_path = self.root / MANIFEST_SUM
         if sum_path.is_file():
             recorded = sum_path.read_text().split()[0] if sum_path.read_text().strip() else ""
             if recorded != hashlib.sha256(mbytes).hexdigest():
                 raise BundleError(f"{self.root / MANIFEST}: changed since export (sha256 differs from {MANIFEST_SUM})")
         checked.append(MANIFEST)
+        if pubkey is not None:  # first: an unsigned or re-signed manifest says nothing about the files it lists
+            self._check_signature(mbytes, pubkey)
+            checked.append(SIGNATURE)
         for precision, art in self.manifest["artifacts"].items():
-            f = self.root / art["file"]
-            if not f.is_file():
-                raise BundleError(f"{f}: missing ({precision} artifact listed in the manifest)")
+            f = self._regular(art["file"], f"{precision} artifact listed in the manifest")
             if sha256_file(f) != art["sha256"]:
                 raise BundleError(f"{f}: sha256 differs from the manifest: the file changed after export")
             checked.append(art["file"])
         for rel, digest in self.manifest.get("files", {}).items():
-            f = self.root / rel
-            if not f.is_file() or sha256_file(f) != digest:
-                raise BundleError(f"{f}: missing or changed since export")
+            if sha256_file(self._regular(rel, "listed in the manifest's files")) != digest:
+                raise BundleError(f"{self.root / rel}: changed since export (sha256 differs from the manifest)")
             checked.append(rel)
-        if pubkey is not None:
-            sig_path = self.root / SIGNATURE
-            if not sig_path.is_file():
-                raise BundleError(f"{sig_path}: missing; the bundle is not signed but a public key was given")
-            key = load_public_key(pubkey)
-            try:
-                key.verify(sig_path.read_bytes(), mbytes)
-            except Exception:  # cryptography raises InvalidSignature; any failure means "do not trust"
-                raise BundleError(f"{sig_path}: signature does not match {MANIFEST} for this public key") from None
-            checked.append(SIGNATURE)
+        return checked + (self._verify_engines() if engines else [])
+
+    def verify_trusted(self, pubkey: str | Path | bytes | None = None, *, engines: bool = True) -> list[str]:
+        """What `edge-gmm run` and `bundle verify` check: with `pubkey`, else with this device's trusted key when
+        one is installed (trusted_key_path), else hashes only."""
+        return self.verify(pubkey if pubkey is not None else self.trusted_key(), engines=engines)
+
+    def trusted_key(self) -> Path | None:
+        return trusted_key_path(self.source)
+
+    def _check_signature(self, mbytes: bytes, pubkey) -> None:
+        trusted = self.trusted_key()
+        whose = f"this device's trusted key {trusted}" if trusted is not None and pubkey == trusted else "the public key given"
+        sig_path = self.root / SIGNATURE
+        if not sig_path.is_file() or sig_path.is_symlink():
+            raise BundleError(f"{sig_path}: missing; the bundle is not signed but {whose} requires a signature",
+                              hint="export it with --sign-key (the private half of that key)")
+        key = load_public_key(pubkey)
+        try:
+            key.verify(sig_path.read_bytes(), mbytes)
+        except Exception:  # cryptography raises InvalidSignature; any failure means "do not trust"
+            raise BundleError(f"{sig_path}: signature does not match {MANIFEST} for {whose}") from None
+
+    def _regular(self, rel: str, what: str) -> Path:
+        """root/rel, refused unless it is a regular file inside the bundle reached through no symbolic link."""
+        f = self.root / rel
+        if f.is_symlink() or f.resolve() != self.root.resolve().joinpath(rel):
+            raise BundleError(f"{f}: a symbolic link ({what}); bundle files must be regular files inside the bundle")
+        if not f.is_file():
+            raise BundleError(f"{f}: missing ({what})")
+        return f
+
+    # ------------------------------------------------------------ device-built engines
+    def engine_records_path(self) -> Path:
+        return device_homes(self.source)[0] / TRUST_DIR / ENGINE_RECORDS
+
+    def _engine_records(self) -> dict:
+        path = self.engine_records_path()
+        try:
+            records = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, UnicodeDecodeError, ValueError):
+            records = {}  # an unreadable record trusts nothing: every engine is rebuilt or refused
+        return records if isinstance(records, dict) else {}
+
+    def engine_trusted(self, f: Path, data: bytes | None = None) -> bool:
+        """Whether `f` (its bytes `data`, when already read) is what this device recorded when it built it."""
+        if f.is_symlink():
+            return False
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(f)
+        return self._engine_records().get(str(f.resolve())) == digest
+
+    def record_engine(self, *files: Path) -> None:
+        """Record the sha256 of engine-cache files this device just wrote (atomic replace of the record file)."""
+        path = self.engine_records_path()
+        records = self._engine_records()
+        records.update({str(f.resolve()): sha256_file(f) for f in files if f.is_file()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    def _verify_engines(self) -> list[str]:
+        if not self.engine_dir.is_dir():
+            return []
+        checked = []
+        for f in sorted(self.engine_dir.iterdir()):
+            if f.suffix in ENGINE_SUFFIXES:
+                if not self.engine_trusted(f):
+                    raise BundleError(
+                        f"{f}: not an engine file edge-gmm built on this device (no matching record in "
+                        f"{self.engine_records_path()}); a planted or changed engine is never loaded",
+                        hint=f"delete it, or rebuild it: edge-gmm engine build {self.source} --rebuild",
+                    )
+                checked.append(f"{self.engine_dir.name}/{f.name}")
         return checked
 
     @property
@@ -185,8 +286,51 @@ class Bundle:
 # ---------------------------------------------------------------- structure check
 
 
+def read_manifest(mpath: Path) -> Any:
+    """manifest.json parsed, with its size and nesting bounded before the JSON parser sees it."""
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{mpath}: {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES >> 20} MiB")
+    try:
+        text = mpath.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BundleError(f"{mpath}: not UTF-8 ({e})") from None
+    if json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise BundleError(f"{mpath}: nested deeper than {MAX_JSON_DEPTH} levels; not a manifest edge-gmm wrote")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise BundleError(f"{mpath}: not valid JSON ({e})") from None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether `text` nests arrays/objects deeper than `limit` (brackets inside strings do not count)."""
+    depth = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        depth += 1 if m[0] in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def safe_relpath(rel: Any) -> bool:
+    """A relative path that stays inside the bundle: not absolute, no '..', no backslash or NUL."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        return False
+    p = PurePosixPath(rel)
+    return not p.is_absolute() and ".." not in p.parts and str(p) == rel
+
+
 def check_manifest(m: Any, *, where: str = MANIFEST) -> None:
-    """The structural checks a device needs before trusting any field (the JSON Schema says the same, more)."""
+    """The structural checks a device needs before trusting any field (the JSON Schema says the same, more).
+
+    Every field later code indexes, iterates or allocates from is type- and size-checked here, so a crafted
+    manifest is a BundleError (exit 2), never a TypeError or a terabyte allocation.
+    """
 
     def need(cond: bool, what: str) -> None:
         if not cond:
@@ -195,21 +339,52 @@ def check_manifest(m: Any, *, where: str = MANIFEST) -> None:
     need(isinstance(m, dict), "top level must be an object")
     need(m.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
     version = m.get("format_version")
-    need(isinstance(version, int), "'format_version' must be an integer")
+    need(isinstance(version, int) and not isinstance(version, bool), "'format_version' must be an integer")
     if version > FORMAT_VERSION:
         raise BundleError(f"{where}: format_version {version} is newer than this edge-gmm reads ({FORMAT_VERSION})", hint="upgrade edge-gmm on this device")
     for key in ("model", "sensors", "window", "tasks", "inputs", "outputs", "artifacts"):
         need(key in m, f"missing key {key!r}")
+    need(isinstance(m["model"], dict) and isinstance(m["model"].get("name"), str), "'model' must be an object with a string 'name'")
+    for key in ("sensors", "tasks"):
+        need(isinstance(m[key], list) and all(isinstance(x, dict) for x in m[key]), f"'{key}' must be a list of objects")
+    for key in ("window", "target", "normalization", "metrics", "lint"):
+        need(isinstance(m.get(key, {}), dict), f"'{key}' must be an object")
+    need(isinstance(m.get("modalities", []), list) and all(isinstance(x, str) for x in m.get("modalities", [])),
+         "'modalities' must be a list of input names")
     need(isinstance(m["artifacts"], dict) and m["artifacts"], "'artifacts' must name at least one precision")
     for precision, art in m["artifacts"].items():
         need(precision in PRECISIONS, f"artifacts: unknown precision {precision!r} (expected one of {PRECISIONS})")
         need(isinstance(art, dict) and {"file", "sha256"} <= set(art), f"artifacts.{precision}: needs 'file' and 'sha256'")
-        need("/" not in art["file"] and ".." not in art["file"], f"artifacts.{precision}.file must be a plain file name")
+        need(safe_relpath(art["file"]) and "/" not in art["file"], f"artifacts.{precision}.file must be a plain file name")
+        need(_is_sha256(art["sha256"]), f"artifacts.{precision}.sha256 must be 64 hex digits")
+    files = m.get("files", {})
+    need(isinstance(files, dict), "'files' must map relative paths to sha256")
+    for rel, digest in files.items():
+        need(safe_relpath(rel), f"files: {rel!r} is outside the bundle (absolute, '..' or not a plain relative path)")
+        need(_is_sha256(digest), f"files.{rel}: sha256 must be 64 hex digits")
     for side in ("inputs", "outputs"):
-        need(isinstance(m[side], list) and m[side], f"'{side}' must be a non-empty list")
+        need(isinstance(m[side], list) and 0 < len(m[side]) <= MAX_TENSORS, f"'{side}' must be a non-empty list (at most {MAX_TENSORS})")
         for t in m[side]:
-            need(isinstance(t, dict) and {"name", "shape", "dtype"} <= set(t), f"{side}: each entry needs name, shape, dtype")
-            need(all(isinstance(s, int) and s > 0 for s in t["shape"]), f"{side}.{t['name']}: shapes are static positive ints")
+            _check_tensor(t, side, need)
+
+
+def _check_tensor(t: Any, side: str, need) -> None:
+    need(isinstance(t, dict) and {"name", "shape", "dtype"} <= set(t), f"{side}: each entry needs name, shape, dtype")
+    name, shape = t["name"], t["shape"]
+    need(isinstance(name, str), f"{side}: names are strings")
+    need(t["dtype"] in IO_DTYPES, f"{side}.{name}: dtype {t['dtype']!r} is not one of {IO_DTYPES}")
+    need(isinstance(shape, list) and 0 < len(shape) <= MAX_TENSOR_RANK
+         and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape),
+         f"{side}.{name}: shapes are static positive ints (rank 1..{MAX_TENSOR_RANK})")
+    elements = 1
+    for s in shape:
+        elements *= s
+    need(elements <= MAX_TENSOR_ELEMENTS,
+         f"{side}.{name}: shape {shape} is {elements:.3g} elements; at most {MAX_TENSOR_ELEMENTS} ({MAX_TENSOR_ELEMENTS >> 20} Mi) per tensor")
+
+
+def _is_sha256(x: Any) -> bool:
+    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
 
 
 def load_schema() -> dict:
@@ -290,10 +465,29 @@ def _extract_tar(p: Path) -> Path:
 
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        with tarfile.open(p) as tf:
-            tf.extractall(dest, filter="data")  # 'data' refuses absolute paths, '..' and links out of dest
+        try:
+            with tarfile.open(p) as tf:
+                members = tf.getmembers()
+                for member in members:
+                    _check_member(p, member)
+                tf.extractall(dest, members=members, filter="data")  # 'data' refuses the same again, in depth
+        except (tarfile.TarError, OSError) as e:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleError(f"{p}: not a readable bundle .tar ({e})") from None
+        except BundleError:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         stamp.write_text(digest)
     return dest
+
+
+def _check_member(p: Path, member: tarfile.TarInfo) -> None:
+    """A bundle .tar holds regular files and folders under relative names; links and devices are refused."""
+    if not safe_relpath(member.name.rstrip("/")):
+        raise BundleError(f"{p}: member {member.name!r} points outside the bundle (absolute or '..'); refusing the .tar")
+    if not (member.isfile() or member.isdir()):
+        kind = "link" if member.issym() or member.islnk() else "device or special file"
+        raise BundleError(f"{p}: member {member.name!r} is a {kind}; a bundle .tar holds regular files only")
 
 
 # ---------------------------------------------------------------- ed25519 keys
@@ -308,13 +502,21 @@ def _crypto():
     return serialization, ed25519
 
 
-def generate_keypair(directory: str | Path, name: str = "bundle") -> tuple[Path, Path]:
-    """Write `<name>.key` (private, PEM, mode 600) and `<name>.pub` (public, PEM) into `directory`."""
+def generate_keypair(directory: str | Path, name: str = "bundle", *, force: bool = False) -> tuple[Path, Path]:
+    """Write `<name>.key` (private, PEM, mode 600) and `<name>.pub` (public, PEM) into `directory`.
+
+    An existing key is never replaced without `force`: every device trusting the old public key would then
+    refuse each new bundle.
+    """
     serialization, ed25519 = _crypto()
     d = Path(directory)
+    priv, pub = d / f"{name}.key", d / f"{name}.pub"
+    existing = [str(f) for f in (priv, pub) if os.path.lexists(f)]
+    if existing and not force:
+        raise ConfigError(f"{' and '.join(existing)}: already exists; refusing to replace a signing key",
+                          hint="devices that trust its public key would refuse new bundles; pass --force to replace it anyway, or choose another --name/--out")
     d.mkdir(parents=True, exist_ok=True)
     key = ed25519.Ed25519PrivateKey.generate()
-    priv, pub = d / f"{name}.key", d / f"{name}.pub"
     priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     priv.chmod(0o600)
     pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -40,7 +41,7 @@ def resolve_config(dataset: str | None = None, config: str | None = None, **over
         if value is None:
             continue
         section, name = key.split(".")
-        setattr(getattr(cfg, section), name, value)
+        setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **{name: value}))  # validated like the file
     return cfg, ds
 
 

@@ -67,3 +67,36 @@ def test_av_digits_without_espeak(monkeypatch, tmp_path):
     with pytest.raises(MissingDependencyError, match="espeak-ng and sox"):
         avdigits.build_av_digits(tmp_path / "av", per_digit=1)
     assert not (tmp_path / "av").exists()
+
+
+def _tiny_dataset(path, acc_t):
+    """A dataset with an accelerometer and a camera; its one session recorded only the accelerometer."""
+    import numpy as np
+
+    from edge_gmm.config import SensorSpec, TaskSpec, WindowSpec
+    from edge_gmm.data.format import DatasetWriter, Session, Stream
+
+    sensors = [SensorSpec("acc", "imu", 50.0, 3), SensorSpec("cam", "camera", 2.0, height=4, width=5)]
+    with DatasetWriter(path, name="tiny", sensors=sensors, tasks=[TaskSpec("state", labels=["a", "b"])],
+                       window=WindowSpec(1.0, 0.25)) as w:
+        w.add(Session("s1", {"acc": Stream(acc_t, np.zeros((len(acc_t), 3), np.float32))}, {"state": "a"}), "train")
+    return path
+
+
+@pytest.mark.parametrize("edit, what", [
+    (lambda m, t: m["sensors"][1].update(height=100_000, width=100_000), "'cam', camera of sample shape [100000, 100000, 3]"),
+    (lambda m, t: t.__setitem__(-1, 1e12), "'acc', imu of sample shape [3] at 50 Hz"),  # one stamp 31,700 years on
+])
+def test_inspect_refuses_windows_that_cannot_fit_before_allocating_them(cli, tmp_path, edit, what):
+    import numpy as np
+
+    t = np.arange(100) / 50.0
+    edit_t = t.copy()
+    ds = _tiny_dataset(tmp_path / "ds", t)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    edit(manifest, edit_t)
+    (ds / "manifest.json").write_text(json.dumps(manifest))
+    np.save(ds / "sessions" / "s1" / "acc.t.npy", edit_t)
+    code, _, err = cli("dataset", "inspect", ds, "--no-plot")
+    assert code == 2 and "Traceback" not in err, err
+    assert "session 's1' would need" in err and what in err and "more than half this machine's memory" in err

@@ -96,3 +96,58 @@ def test_open_rejects_foreign_manifest(tmp_path):
     (tmp_path / "x" / "manifest.json").write_text('{"format": "other"}')
     with pytest.raises(DataError, match="not an edge-gmm dataset"):
         Dataset.open(tmp_path / "x")
+
+
+# ---------------------------------------------------------------- the reader refuses damaged files, naming them
+
+
+def damaged(tmp_path, fix):
+    """A valid dataset, then `fix(session_dir, manifest)` edits it on disk as a hand-made or damaged one would be."""
+    write(tmp_path / "ds", (session(), "train"))
+    d = tmp_path / "ds" / "sessions" / "s1"
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    fix(d, manifest)
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
+    return Dataset.open(tmp_path / "ds")
+
+
+def test_fewer_rows_than_timestamps_names_the_file(tmp_path):
+    ds = damaged(tmp_path, lambda d, m: np.save(d / "acc.x.npy", np.zeros((60, 3), np.float32)))
+    with pytest.raises(DataError, match=r"acc.x.npy: 60 samples for 100 timestamps in acc.t.npy"):
+        ds.load_session("s1")
+
+
+@pytest.mark.parametrize("bad, message", [(np.inf, "non-finite timestamp inf at sample 7"),
+                                          (np.nan, "non-finite timestamp nan at sample 7"),
+                                          (-1.0, "timestamps go backwards at sample 7")])
+def test_non_finite_or_unsorted_timestamps_are_refused(tmp_path, bad, message):
+    def fix(d, m):
+        t = np.arange(100) / 50.0
+        t[7] = bad
+        np.save(d / "acc.t.npy", t)
+
+    with pytest.raises(DataError, match=rf"acc.t.npy: {message}"):
+        damaged(tmp_path, fix).load_session("s1")
+
+
+@pytest.mark.parametrize("rate", ["NaN", "Infinity", 1e-6, 1e12])
+def test_non_finite_or_absurd_rates_are_refused(tmp_path, rate):
+    with pytest.raises(DataError, match=r"manifest.json: (sensor 'acc': rate must be within|key 'sensors.rate' must be a finite)"):
+        damaged(tmp_path, lambda d, m: m["sensors"][0].__setitem__("rate", float(rate)))
+
+
+def test_a_shape_other_than_the_manifests_names_the_file(tmp_path):
+    ds = damaged(tmp_path, lambda d, m: m["sensors"][1].update(height=100_000, width=100_000))
+    with pytest.raises(DataError, match=r"cam.x.npy: samples of 'cam' must be float\[N, 100000, 100000, 3\]"):
+        ds.load_session("s1")
+
+
+def test_an_array_header_claiming_more_than_the_file_holds_is_not_allocated(tmp_path):
+    def fix(d, m):  # a header of 10^12 timestamps (8 TB) in a file of a few hundred bytes
+        raw = (d / "acc.t.npy").read_bytes()
+        forged = raw.replace(b"(100,), }" + b" " * 10, b"(1000000000000,), }")  # same header length
+        assert len(forged) == len(raw) and forged != raw
+        (d / "acc.t.npy").write_bytes(forged)
+
+    with pytest.raises(DataError, match=r"acc.t.npy: cannot read array: .*greater than file size"):
+        damaged(tmp_path, fix).load_session("s1")

@@ -114,3 +114,81 @@ def test_label_overlap_rule(rule, expected):
 
 def test_session_label_applies_to_every_window():
     assert set(OFFLINE.labels["state"].tolist()) == {SC.labels.index("overheating")}
+
+
+# ---------------------------------------------------------------- bad times (issue 12, item 3)
+
+A = SensorSpec("a", "timeseries", 100.0, 1)
+B = SensorSpec("b", "timeseries", 10.0, 1)
+HOP = WindowSpec(1.0, 0.5)
+
+
+def steady(asm, t0: float, t1: float, sensors=(A, B), piece: float = 0.1) -> list:
+    """Push both streams from t0 to t1 in `piece`-second chunks, as a live source would; the windows cut."""
+    got = []
+    for start in np.arange(t0, t1, piece):
+        for s in sensors:
+            t = start + np.arange(int(round(piece * s.rate))) / s.rate
+            asm.push(SensorChunk(s.name, t, np.ones((len(t), 1), np.float32)))
+        got += asm.pop_ready()
+    return got
+
+
+def test_a_sample_stamped_2_31_us_ahead_is_one_discontinuity_not_thousands_of_windows():
+    from edge_gmm.data.windowing import MAX_WINDOWS_PER_CALL
+
+    asm = StreamingAssembler([A, B], HOP)
+    assert len(steady(asm, 0.0, 5.0)) >= 8
+    bogus = 5.0 + 2**31 * 1e-6  # one CRC-valid frame 36 min ahead
+    asm.push(SensorChunk("a", bogus + np.arange(10) / 100.0, np.ones((10, 1), np.float32)))
+    cut = asm.pop_ready()
+    assert len(cut) <= MAX_WINDOWS_PER_CALL and all(end < bogus + 1.0 for end, _, _ in cut)
+    # ... then "a" is back on time: a second discontinuity puts the grid back where the data is
+    after = steady(asm, 5.1, 10.0)
+    assert asm.discontinuities == {"a": 2, "b": 0}
+    ends = [end for end, _, _ in after]
+    assert len(after) >= 7 and ends[-1] == pytest.approx(9.5, abs=0.6)  # predictions go on, on time
+    assert max(ends) < 10.0  # and none stamped 36 minutes ahead
+    assert all(mask.all() for end, _, mask in after if end >= 7.0)  # both present again a window or two later
+    assert sum(asm.buffered().values()) <= 2 * (100 + 10)  # about a window's worth held, not 36 min of it
+
+
+def test_a_stream_that_jumps_back_resyncs_instead_of_being_dropped_for_good():
+    asm = StreamingAssembler([A], HOP)
+    steady(asm, 3000.0, 3004.0, sensors=(A,))
+    after = steady(asm, 100.0, 104.0, sensors=(A,))  # the clock went back 48 min (a reset the mapping missed)
+    assert asm.discontinuities["a"] == 1 and asm.dropped["a"] == 0
+    assert after[0][0] == 3004.0 and after[0][2].all()  # the last window before the jump still comes out ...
+    assert len(after) >= 6 and 100.0 < after[1][0] < 102.0 and after[-1][2].all()  # ... then it goes on from 100 s
+
+
+def test_non_finite_times_are_dropped_and_counted_and_cannot_move_the_grid():
+    import threading
+
+    asm = StreamingAssembler([A, B], HOP)
+    steady(asm, 0.0, 2.0)
+    t = np.array([2.0, np.inf, 2.02, np.nan, 2.04])
+    asm.push(SensorChunk("a", t, np.ones((5, 1), np.float32)))
+    got = []
+    th = threading.Thread(target=lambda: got.append(asm.pop_ready()), daemon=True)  # +inf once made this spin
+    th.start()
+    th.join(5.0)
+    assert not th.is_alive() and len(got[0]) <= 1
+    assert asm.invalid == {"a": 2, "b": 0} and asm.now == pytest.approx(2.04)
+    assert len(steady(asm, 2.1, 4.0)) >= 3
+
+
+def test_pop_ready_is_bounded_and_hands_out_the_backlog_on_the_next_calls():
+    from edge_gmm.data.windowing import MAX_WINDOWS_PER_CALL
+
+    long = Session("l", {"a": Stream(np.arange(20000) / 100.0, np.ones((20000, 1), np.float32))})
+    offline = window_session(long, [A], HOP)
+    asm = StreamingAssembler([A], HOP)
+    for i in range(0, 20000, 2000):  # 20 s per chunk, so one push readies ~40 windows
+        asm.push(SensorChunk("a", long.streams["a"].t[i:i + 2000], long.streams["a"].x[i:i + 2000]))
+    got = asm.pop_ready()
+    assert len(got) == MAX_WINDOWS_PER_CALL and asm.backlog
+    while asm.backlog:
+        got += asm.pop_ready()
+    got += asm.flush()
+    assert [g[0] for g in got] == offline.t_end.tolist() and asm.discontinuities["a"] == 0  # nothing lost

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,20 +188,107 @@ def test_clean_deploy_brings_the_loop_up_redeploy_is_a_noop_and_a_new_version_re
     assert device.status()["model"]["version"] == "0.0.2"
 
 
-def test_tampered_bundle_is_refused_on_the_device_and_the_old_release_keeps_running(running, bundles, cli, tmp_path):
+def test_a_bundle_that_fails_verification_here_is_refused_before_the_device_is_touched(running, bundles, cli, tmp_path):
+    from edge_gmm.runtime.bundle import generate_keypair
+
     before = running.state()["child_pid"]
     tampered = _variant(bundles["v1"], tmp_path / "tampered", "0.0.3")
-    onnx = tampered / "model.fp32.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:-1] + bytes([onnx.read_bytes()[-1] ^ 1]))  # one bit, after export
-
-    code, out, err = cli(*running.args(tampered))
-    assert code == 2
-    assert "refused the bundle" in err and "model.fp32.onnx" in err and "sha256" in err
-    assert "Traceback" not in err
+    _flip_last_bit(tampered / "model.fp32.onnx")  # one bit, after export
+    damaged_v1 = tmp_path / "v1-copy"  # the running release's manifest, so the same release name
+    shutil.copytree(bundles["v1"], damaged_v1)
+    _flip_last_bit(damaged_v1 / "model.fp32.onnx")
+    _, stranger = generate_keypair(tmp_path / "theirs")
+    cases = [((tampered,), "sha256"), ((damaged_v1,), "sha256"), ((bundles["v1"], "--pubkey", str(stranger)), "not signed")]
+    for args, why in cases:  # the last two were "already deployed and running: nothing to do", exit 0
+        code, out, err = cli(*running.args(*args))
+        assert code == 2, (args, out)
+        assert "fails verification here, so nothing was sent" in err and why in err and "Traceback" not in err
+        assert "[1/8]" not in out  # nothing remote was touched
+    assert not (running.home / "staging").exists() or not any((running.home / "staging").iterdir())
     assert running.current().startswith("releases/fingerprint-0.0.1-")
-    assert not any((running.home / "staging").iterdir())  # the refused upload is removed
     assert running.state()["child_pid"] == before and _alive(before)
     assert running.status()["model"]["version"] == "0.0.1"
+
+
+def _flip_last_bit(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+
+
+def test_a_release_on_the_device_that_no_longer_verifies_is_never_deleted(device, bundles, cli):
+    assert cli(*device.args(bundles["v1"]))[0] == 0
+    rel = device.current()
+    before = device.state()["child_pid"]
+    _flip_last_bit(device.home / rel / "model.fp32.onnx")  # changed on the device, under the running loop
+    # new settings (upload skipped: the release is there), then the same settings (a no-op, still verified)
+    for extra in (("--run-args", "--metrics-every 5"), ()):
+        code, out, err = cli(*device.args(bundles["v1"], *extra))
+        assert code == 2, out
+        assert (device.home / rel / "manifest.json").is_file() and device.current() == rel  # was rm -rf'ed
+        assert "the device refused the bundle" in err and "sha256" in err and "left as it is" in err
+    assert device.state()["child_pid"] == before and _alive(before)
+
+
+def _strip_signature_and_swap_model(release: Path) -> None:
+    """What someone who can write under releases/ does: other model bytes, hashes recomputed, signature removed."""
+    import hashlib
+
+    (release / "model.fp32.onnx").write_bytes(b"someone else's model")
+    m = json.loads((release / "manifest.json").read_text())
+    m["artifacts"]["fp32"]["sha256"] = hashlib.sha256(b"someone else's model").hexdigest()
+    mbytes = json.dumps(m).encode()
+    (release / "manifest.json").write_bytes(mbytes)
+    (release / "manifest.json.sha256").write_text(hashlib.sha256(mbytes).hexdigest() + "  manifest.json\n")
+    (release / "manifest.json.sig").unlink()
+
+
+def test_deploy_pubkey_installs_the_trusted_key_and_the_device_then_runs_signed_bundles_only(
+    device, bundles, cli, tmp_path, monkeypatch
+):
+    from edge_gmm.runtime.bundle import generate_keypair
+
+    signer, pub = generate_keypair(tmp_path / "ours")
+    signed = _variant(bundles["v1"], tmp_path / "signed", "0.0.5", sign_key=signer)
+    code, out, err = cli(*device.args(signed, "--pubkey", str(pub)))
+    assert code == 0, err
+    trusted = device.home / "trust" / "bundle.pub"
+    assert trusted.read_bytes() == pub.read_bytes() and "trusted key installed" in out
+    rel = device.current()
+
+    # required once configured: a later deploy without --pubkey cannot bring an unsigned bundle in
+    code, out, err = cli(*device.args(bundles["v2"]))
+    assert code == 2 and "the device refused the bundle" in err and "not signed" in err and str(trusted) in err
+    assert device.current() == rel and not any((device.home / "staging").iterdir())
+
+    _strip_signature_and_swap_model(device.home / rel)
+    monkeypatch.setenv("EDGE_GMM_HOME", str(tmp_path / "elsewhere"))  # the release home alone decides
+    run = ["run", "--sources", "synth://machine-health", "--mqtt", "none", "--max-windows", "1"]
+    code, _, err = cli(*run, "--bundle", device.home / "current")  # what the service runs
+    assert code == 2 and "not signed" in err
+    shutil.copytree(device.home / rel, tmp_path / "manual")
+    monkeypatch.setenv("EDGE_GMM_HOME", str(device.home))
+    code, _, err = cli(*run, "--bundle", tmp_path / "manual")  # a manual run of a copy on that device
+    assert code == 2 and "not signed" in err
+
+    # every start: the supervisor's restart of the loop refuses the edited release and stays down (exit 2)
+    os.kill(device.state()["child_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while device.state().get("state") != "failed" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert device.state()["state"] == "failed" and device.state()["last_exit"] == 2
+    assert "not signed" in (device.home / "logs" / "edge-gmm.log").read_text()
+
+
+def test_a_rolled_back_deploy_restores_the_trusted_key_it_replaced(device, bundles, cli, tmp_path):
+    from edge_gmm.runtime.bundle import generate_keypair
+
+    assert cli(*device.args(bundles["v1"]))[0] == 0  # unsigned, no trusted key yet
+    signer, pub = generate_keypair(tmp_path / "ours")
+    broken = _variant(bundles["v1"], tmp_path / "broken", "0.0.9", model_bytes=b"not an ONNX model", sign_key=signer)
+    code, _, err = cli(*device.args(broken, "--pubkey", str(pub), "--timeout", "60"))
+    assert code == 2 and "rolled back to releases/fingerprint-0.0.1-" in err and "online again" in err
+    assert not (device.home / "trust" / "bundle.pub").exists()  # the unsigned v1 runs as before
+    assert device.status()["model"]["version"] == "0.0.1"
 
 
 def test_a_new_release_whose_loop_fails_to_start_is_rolled_back(running, bundles, cli):
@@ -215,15 +303,15 @@ def test_a_new_release_whose_loop_fails_to_start_is_rolled_back(running, bundles
     assert _alive(running.state()["child_pid"])
 
 
-def test_signature_is_checked_on_the_device_and_the_profile_must_fit(device, bundles, cli, tmp_path):
+def test_a_wrong_key_is_refused_here_and_the_profile_must_fit(device, bundles, cli, tmp_path):
     from edge_gmm.runtime.bundle import generate_keypair
 
     signer, _ = generate_keypair(tmp_path / "ours")
     _, stranger = generate_keypair(tmp_path / "theirs")
     signed = _variant(bundles["v1"], tmp_path / "signed", "0.0.5", sign_key=signer)
     code, out, err = cli(*device.args(signed, "--pubkey", str(stranger)))
-    assert code == 2 and "refused the bundle" in err and "manifest.json.sig" in err and "signature" in err
-    assert not (device.home / "current").exists()  # nothing was switched
+    assert code == 2 and "fails verification here" in err and "manifest.json.sig" in err and "signature" in err
+    assert not device.home.exists()  # nothing was sent
 
     args = device.args(signed)
     args[args.index("cpu-x86_64")] = "jetson-orin-nano"

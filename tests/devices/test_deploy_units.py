@@ -16,7 +16,7 @@ from edge_gmm.devices.deploy.supervisor import Paths, expand, read_env_file, rea
 from edge_gmm.devices.deploy.target import SshTarget
 from edge_gmm.devices.deploy.unit import ServiceSpec, mask_password, render_env, render_unit, systemd_quote
 from edge_gmm.errors import ConfigError
-from edge_gmm.runtime.bundle import generate_keypair
+from edge_gmm.runtime.bundle import generate_keypair, load_private_key
 from test_loop_kit import make_bundle
 
 
@@ -131,9 +131,12 @@ def test_dry_run_prints_every_command_and_file_and_connects_to_nothing(bundle, t
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     sources = tmp_path / "sources.yaml"
     sources.write_text("imu: synth://machine-health\n")
+    priv, pub = generate_keypair(tmp_path / "keys")
+    bundle = make_bundle(tmp_path / "bundle")  # signed: deploy verifies it here first, with --pubkey
+    (bundle / "manifest.json.sig").write_bytes(load_private_key(priv).sign((bundle / "manifest.json").read_bytes()))
     code, out, err = cli("deploy", bundle, "--host", "nvidia@192.0.2.10:2222", "--profile", "jetson-orin-nano",
                          "--sources", sources, "--mqtt", "mqtt://dev:s3cret@broker.lan:1883", "--device-id", "jetson-01",
-                         "--pubkey", generate_keypair(tmp_path / "keys")[1], "--dry-run")  # fmt: skip
+                         "--pubkey", pub, "--spool-max-mb", "0.5", "--dry-run")  # fmt: skip
     assert code == 0, err
     assert not (tmp_path / "ssh-was-called").exists()
     home = "/home/nvidia/edge-gmm"
@@ -154,7 +157,8 @@ def test_dry_run_prints_every_command_and_file_and_connects_to_nothing(bundle, t
         f"> write {home}/config/edge-gmm.env (mode 0600",
         "EDGE_GMM_MQTT=mqtt://dev:***@broker.lan:1883",
         f"ExecStart=edge-gmm run --bundle {home}/current --sources {home}/config/sources.yaml --mqtt ${{EDGE_GMM_MQTT}} "
-        "--device-id jetson-01",
+        "--device-id jetson-01 --spool-dir /home/nvidia/edge-gmm/spool --spool-max-mb 0.5",
+        f"> write {home}/trust/bundle.pub",  # the device's trusted key from now on
         "install -m 0600 -o root -g root",
         "systemctl daemon-reload",
         "systemctl restart edge-gmm",

@@ -76,3 +76,22 @@ def test_validate_counts_payloads_that_break_the_schema(mosquitto, cli):
                          "--count", "1", "--timeout", "10")
     assert code == 0 and [json.loads(x)["seq"] for x in out.splitlines()] == [1]
     assert "1 invalid" in err
+
+
+def test_bad_payloads_are_counted_and_reception_and_gap_detection_go_on(mosquitto, cli, tmp_path):
+    register_session(mosquitto.url, "+", "tough")
+    bomb = tmp_path / "bomb"
+    bomb.write_bytes(b"[" * 50_000)  # json.loads would raise RecursionError in paho's thread
+    bodies = [json.dumps({**example_prediction("devz"), "seq": 0, "ts": 1.0}), bomb,
+              json.dumps({**example_prediction("devz"), "seq": "zero", "ts": 1.0}), tmp_path / "huge", "[1, 2]",
+              json.dumps({**example_prediction("devz"), "seq": 1, "ts": 1.0}),
+              json.dumps({**example_prediction("devz"), "seq": 3, "ts": 1.0})]  # 2 is missing
+    (tmp_path / "huge").write_bytes(b'{"seq": 2, "pad": "' + b"x" * (1 << 20) + b'"}')
+    for body in bodies:
+        what = ["-f", str(body)] if isinstance(body, type(tmp_path)) else ["-m", body]
+        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", "edge-gmm/v1/devz/prediction",
+                        *what], check=True)
+    code, out, err = cli("subscribe", "--mqtt", mosquitto.url, "--client-id", "tough", "--json",
+                         "--count", "3", "--timeout", "10")
+    assert code == 0 and [json.loads(x)["seq"] for x in out.splitlines()] == [0, 1, 3]
+    assert "1 missing (gaps)" in err and "4 bad payloads" in err

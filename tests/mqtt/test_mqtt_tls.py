@@ -6,7 +6,7 @@ import time
 import pytest
 from conftest import Mosquitto  # the shared fixture's class; `extra` lines apply to its listener
 
-from edge_gmm.errors import DeviceError
+from edge_gmm.errors import ConfigError
 from edge_gmm.mqtt.payload import example_prediction
 from edge_gmm.mqtt.publisher import Publisher
 from edge_gmm.mqtt.subscriber import Subscriber
@@ -72,18 +72,18 @@ def test_tls_with_client_cert_and_password_delivers(pki, secure_broker, tmp_path
 def test_wrong_password_fails_clearly_without_echoing_it(pki, secure_broker, tmp_path, caplog):
     cfg = parse_mqtt_url(url(pki, secure_broker, password="wrong-" + SECRET))
     t0 = time.monotonic()
-    with pytest.raises(DeviceError) as e:
+    with pytest.raises(ConfigError) as e:  # exit 2: a restart cannot fix a password
         Publisher(cfg, "dev1", spool_dir=tmp_path / "spool").start()
     assert time.monotonic() - t0 < 6
     assert "refused user 'device'" in str(e.value) and "password" in str(e.value)
-    with pytest.raises(DeviceError):
+    with pytest.raises(ConfigError):
         Subscriber(cfg, "dev1").start()
     assert SECRET not in str(e.value) and SECRET not in caplog.text
 
 
 def test_untrusted_broker_certificate_is_a_clear_error(pki, secure_broker, tmp_path):
     cfg = parse_mqtt_url(url(pki, secure_broker, ca="other-ca.pem"))
-    with pytest.raises(DeviceError, match="cannot verify the certificate"):
+    with pytest.raises(ConfigError, match="cannot verify the certificate"):
         Publisher(cfg, "dev1", spool_dir=tmp_path / "spool").start()
 
 
@@ -95,3 +95,35 @@ def test_cli_subscribe_wrong_password_exits_2_without_secret(pki, secure_broker,
     assert code == 2
     assert "refused user 'device'" in err and "Traceback" not in err
     assert SECRET not in out + err
+
+
+@pytest.fixture
+def tls_only_broker(pki, tmp_path):
+    """mosquitto whose only listener is TLS (server certificate, no client certificate needed)."""
+    extra = f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\nkeyfile {pki / 'server.key'}\n"
+    broker = Mosquitto(tmp_path / "mq", extra=extra).start()
+    yield broker
+    broker.stop()
+
+
+def test_plain_mqtt_to_a_tls_port_says_so_and_exits_2(tls_only_broker, pki, tmp_path, caplog, cli):
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as e:
+        Publisher(parse_mqtt_url(tls_only_broker.url), "dev1", spool_dir=tmp_path / "spool").start()
+    assert time.monotonic() - t0 < 4
+    assert "TLS listener" in str(e.value) and f"mqtts://127.0.0.1:{tls_only_broker.port}" in str(e.value)
+    assert "3.1.1" not in caplog.text  # not the old, misleading "speaks MQTT 3.1.1 only"
+    # the same URL with mqtts:// works
+    ok = Publisher(parse_mqtt_url(f"mqtts://localhost:{tls_only_broker.port}?ca={pki / 'ca.pem'}"), "dev1",
+                   spool_dir=tmp_path / "spool").start()
+    assert ok.stats()["connected"]
+    ok.stop()
+    code, out, err = cli("subscribe", "--mqtt", tls_only_broker.url, "--timeout", "1")
+    assert code == 2 and "TLS listener" in err and "Traceback" not in err
+
+
+def test_mqtts_to_a_plain_port_says_so(mosquitto, pki, tmp_path):
+    cfg = parse_mqtt_url(f"mqtts://127.0.0.1:{mosquitto.port}?ca={pki / 'ca.pem'}")
+    with pytest.raises(ConfigError, match="speaks plain MQTT, not TLS") as e:
+        Publisher(cfg, "dev1", spool_dir=tmp_path / "spool").start()
+    assert f"mqtt://127.0.0.1:{mosquitto.port}" in str(e.value) and "not reachable" not in str(e.value)

@@ -188,6 +188,13 @@ def fake_cudart(memory):
     return rt
 
 
+@pytest.fixture(autouse=True)
+def device_home(tmp_path, monkeypatch):
+    """The device's $EDGE_GMM_HOME, where engine records are kept (never the real ~/edge-gmm)."""
+    monkeypatch.setenv("EDGE_GMM_HOME", str(tmp_path / "edge-gmm-home"))
+    return tmp_path / "edge-gmm-home"
+
+
 @pytest.fixture
 def fakes(monkeypatch):
     calls, memory = [], {}
@@ -234,3 +241,45 @@ def test_dla_build_sets_device_type_and_gpu_fallback(fakes, tmp_path):
     with create_runner("tensorrt", b, precision="int8", target=target) as r:
         assert r.plan.dla_core == 1
     assert calls[0]["device"] == "DLA" and {"INT8", "FP16", "GPU_FALLBACK"} <= set(calls[0]["flags"])
+
+
+def test_a_planted_engine_or_timing_cache_is_refused_by_verify_and_never_loaded(fakes, tmp_path, device_home, cli):
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_gmm.errors import BundleError
+    from edge_gmm.runtime.bundle import Bundle
+
+    calls, _ = fakes
+    b = write_bundle(tmp_path / "b", manifest_stub(), {"fp32": tiny_onnx(tmp_path / "s.onnx")})
+    feed = {"imu": np.random.default_rng(1).standard_normal((1, 4, 8)).astype(np.float32), "mask": np.ones((1, 1), np.float32)}
+    with create_runner("onnxrt", b) as ref:
+        expected = ref.infer(feed)
+    with create_runner("tensorrt", b, precision="fp32") as r:
+        engine = r.plan.engine_path
+    assert f"engines/{engine.name}" in Bundle.open(b).verify()  # recorded when built
+    assert (device_home / "trust" / "engines.json").is_file()
+
+    evil = onnx.load(str(tiny_onnx(tmp_path / "evil.onnx")))  # another model behind the same engine name
+    evil.graph.initializer[0].CopyFrom(numpy_helper.from_array(-np.ones((4, 3), np.float32), "W"))
+    onnx.save(evil, str(tmp_path / "evil.onnx"))
+    engine.write_text(json.dumps({"onnx": str(tmp_path / "evil.onnx")}))  # a fake engine names the ONNX it runs
+    with pytest.raises(BundleError, match="not an engine file edge-gmm built on this device"):
+        Bundle.open(b).verify()
+    code, _, err = cli("bundle", "verify", b)
+    assert code == 2 and engine.name in err and "--rebuild" in err
+
+    with create_runner("tensorrt", b, precision="fp32") as r:  # the runner rebuilds instead of loading it
+        got = r.infer(feed)
+    assert len(calls) == 2
+    np.testing.assert_allclose(got["logits_state"], expected["logits_state"], rtol=1e-6)
+    assert Bundle.open(b).verify()
+
+    cache = next((b / "engines").glob("timing-*.cache"))
+    cache.write_bytes(b"planted")
+    with pytest.raises(BundleError, match=cache.name):
+        Bundle.open(b).verify()
+    with create_runner("tensorrt", b, precision="fp32", rebuild=True):
+        pass
+    assert cache.read_bytes() == b"+timings"  # built without the planted cache, then recorded again
+    assert Bundle.open(b).verify()

@@ -1,19 +1,22 @@
 """`edge-gmm deploy`: the steps, each printed and each safe to repeat, and the rollback when the new loop fails.
 
+    0 verify here      `bundle verify` of the local copy (with --pubkey): refused -> exit 2, nothing remote touched
     1 check device     arch, Python, disk, L4T/JetPack/TensorRT, edge-gmm, current release, service state
     2 device package   install/upgrade edge-gmm[device] from a wheel built here, when missing or older
     3 upload           bundle -> staging/<release> (skipped when releases/<release> exists)
     4 verify           `edge-gmm bundle verify` ON the device; refused -> staging removed, nothing switched
     5 engine           `edge-gmm engine build` on the device when the profile has TensorRT
-    6 switch           previous -> old current, current -> releases/<release> (ln -s + mv -T: atomic)
+    6 switch           --pubkey installed as HOME/trust/bundle.pub; previous -> old current, current -> releases/<release>
     7 service          env file (0600) + systemd unit or supervisor; restart
-    8 wait             the retained status shows the new model online; else roll back and say why
+    8 wait             the retained status shows the new model online; else roll back (and the trusted key) and say why
 
-Redeploying the same bundle with the same settings to a running service changes nothing.
+Redeploying the same bundle with the same settings to a running service changes nothing, but is still verified
+on the device. A release that `current` or `previous` points to is never deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +29,7 @@ from edge_gmm.devices.deploy.local import LocalBundle, build_wheel, version_tupl
 from edge_gmm.devices.deploy.remote import Layout, edge_gmm_cli, python_module, q, switch_link
 from edge_gmm.devices.deploy.target import SshTarget
 from edge_gmm.devices.deploy.unit import ServiceSpec, fingerprint, render_env, render_unit
-from edge_gmm.errors import ConfigError, DeviceError
+from edge_gmm.errors import BundleError, ConfigError, DeviceError
 
 SUPERVISOR = "edge_gmm.devices.deploy.supervisor"
 STEPS = ("check device", "device package", "upload", "verify on device", "engine", "switch", "service", "wait for status")
@@ -55,6 +58,7 @@ class DeployOptions:
     wait: bool = True
     timeout: float = 90.0
     run_args: list[str] = field(default_factory=list)
+    spool_max_mb: float | None = None  # passed to `edge-gmm run --spool-max-mb` when given
     wheel: str | None = None
     dry_run: bool = False
     verbose: bool = False
@@ -86,6 +90,9 @@ class Deployer:
         self.profile = load_profile(opts.profile)
         self.profile_path = profile_file(opts.profile)
         self.bundle = LocalBundle.open(opts.bundle)
+        self._pubkey = Path(opts.pubkey).read_bytes() if opts.pubkey and Path(opts.pubkey).is_file() else None
+        if opts.spool_max_mb is not None and not opts.spool_max_mb > 0:
+            raise ConfigError(f"--spool-max-mb {opts.spool_max_mb:g}: must be a positive number of MB")
         self.t = transport or self._transport()
         self.facts: dict = {}
         self.result = DeployResult(str(self.target), opts.device_id or "", self.bundle.release,
@@ -128,15 +135,12 @@ class Deployer:
         if self.o.dry_run:
             self.log(f"  every remote command runs as: {self.t.describe()} '<command>'")
         try:
+            self._verify_here()
             self._check()
             self._package()
             spec, env_text, env_shown, unit_text, fp = self._service_definition()
             if self._is_noop(fp):
-                for title in STEPS[2:]:
-                    self.step(title)
-                    self.done("unchanged", "already done")
-                self.log(f"{self.bundle.release} is already deployed and running on {self.target}: nothing to do")
-                self.result.noop = True
+                self._noop()
                 return self.result
             new_in_staging = self._upload()
             self._verify(new_in_staging)
@@ -155,6 +159,27 @@ class Deployer:
                 self._watcher.stop()
             self.t.close()
 
+    # ------------------------------------------------------------ 0 verify here, before anything remote
+    def _verify_here(self) -> None:
+        try:
+            checked = self.bundle.verify(self.o.pubkey)
+        except BundleError as e:
+            raise BundleError(f"the bundle fails verification here, so nothing was sent to {self.target}: {e.args[0]}",
+                              hint=e.hint or "export it again (or check --pubkey) and redeploy") from None
+        sig = f"signature ok with {self.o.pubkey}" if self.o.pubkey else ("signed, no --pubkey" if self.bundle.signed else "unsigned")
+        self.log(f"  verified here: {len(checked)} files ({sig})")
+
+    def _noop(self) -> None:
+        """Same release, settings and key, service running: nothing changes, but the device copy is still verified."""
+        for title in STEPS[2:]:
+            if title == STEPS[3]:
+                self._verify(False)
+                continue
+            self.step(title)
+            self.done("unchanged", "already done")
+        self.log(f"{self.bundle.release} is already deployed and running on {self.target}: nothing to do")
+        self.result.noop = True
+
     # ------------------------------------------------------------ 1 check
     def _check(self) -> None:
         self.step(STEPS[0], f"{self.target} with profile {self.profile.name}")
@@ -169,7 +194,7 @@ class Deployer:
             self.facts = {"arch": self.profile.arch, "executable": self.o.remote_python, "home": home, "edge_gmm": None,
                           "edge_gmm_cli": None, "current": None, "previous": None, "releases": [], "deployed": None,
                           "root": self.target.user == "root", "systemd": self.o.systemd, "hostname": self.target.host,
-                          "user": self.target.user, "service_state": "inactive"}  # fmt: skip
+                          "user": self.target.user, "service_state": "inactive", "trust_key": None}  # fmt: skip
             self._finish_facts()
             self.done("assumed", f"home {home}")
             return
@@ -304,11 +329,13 @@ class Deployer:
             service=self.o.service,
             env_file=env_file,
             extra_args=extra,
+            spool_max_mb=self.o.spool_max_mb,
         )
         env_text, env_shown = render_env(spec, self.o.mqtt)
         unit_text = render_unit(spec) if self.o.systemd else ""
         sources_bytes = Path(self.o.sources).read_bytes() if Path(self.o.sources).is_file() else b""
-        fp = fingerprint(self.bundle.release, spec.run_argv(), env_text, unit_text, self._mode(), sources_bytes.hex())
+        key_sha = hashlib.sha256(self._pubkey).hexdigest() if self._pubkey else ""
+        fp = fingerprint(self.bundle.release, spec.run_argv(), env_text, unit_text, self._mode(), sources_bytes.hex(), key_sha)
         return spec, env_text, env_shown, unit_text, fp
 
     def _is_noop(self, fp: str) -> bool:
@@ -318,7 +345,12 @@ class Deployer:
             f.get("current") == f"releases/{self.bundle.release}"
             and deployed.get("fingerprint") == fp
             and f.get("service_state") in _RUNNING
+            and not self._key_changes()
         )
+
+    def _key_changes(self) -> bool:
+        """Whether --pubkey differs from the device's installed trusted key (deploy never removes one)."""
+        return self._pubkey is not None and (self.facts.get("trust_key") or "").encode() != self._pubkey
 
     # ------------------------------------------------------------ 3 upload, 4 verify, 5 engine
     def _upload(self) -> bool:
@@ -338,27 +370,37 @@ class Deployer:
         args = ["bundle", "verify", where]
         if self.o.pubkey:
             key_remote = f"{self.layout.config}/bundle.pub"
-            self.t.put_bytes(Path(self.o.pubkey).read_bytes(), key_remote)
+            self.t.put_bytes(self._pubkey or Path(self.o.pubkey).read_bytes(), key_remote)
             args += ["--pubkey", key_remote]
         res = self.t.run(edge_gmm_cli(self.cli, *args), check=False, what="bundle verify")
         if res.rc != 0:
-            msg = (res.err or res.out).strip().splitlines()
-            reason = next((m for m in msg if "error:" in m), msg[-1] if msg else f"exit {res.rc}")
-            reason = reason.split("error:", 1)[-1].strip()
-            cleanup = f"rm -rf {q(where)}"
-            self.t.run(cleanup, check=False, what="remove refused upload")
-            running = self.facts.get("current") or "no release"
-            raise DeviceError(
-                f"the device refused the bundle: {reason}; nothing was switched ({running} keeps running)",
-                hint="export the bundle again (or check --pubkey) and redeploy",
-            )
+            self._refused(res, where, in_staging)
         if in_staging:
             self.t.run(
-                f"mkdir -p {q(self.layout.home + '/releases')} && rm -rf {q(self.layout.release(rel))} && "
-                f"mv -T {q(where)} {q(self.layout.release(rel))}",
+                f"mkdir -p {q(self.layout.home + '/releases')} && mv -T {q(where)} {q(self.layout.release(rel))}",
                 what="move verified release into place",
             )
         self.done("ok", f"verified on the device: {self.layout.release(rel)}")
+
+    def _refused(self, res, where: str, in_staging: bool) -> None:
+        """The device refused the bundle: remove what this deploy uploaded, or a stale copy nothing runs; never the
+        release `current` or `previous` points to."""
+        msg = (res.err or res.out).strip().splitlines()
+        reason = next((m for m in msg if "error:" in m), msg[-1] if msg else f"exit {res.rc}")
+        reason = reason.split("error:", 1)[-1].strip()
+        running = self.facts.get("current") or "no release"
+        in_use = f"releases/{self.bundle.release}" in (self.facts.get("current"), self.facts.get("previous"))
+        if in_use:
+            kept = f"{where} is in use and was left as it is"
+            hint = ("the copy on the device no longer matches (changed there?); with a trusted key installed the loop "
+                    "refuses it at its next start: deploy a new version, or check --pubkey")
+        else:
+            self.t.run(f"rm -rf {q(where)}", check=False, what="remove refused copy")
+            kept = f"{'the upload' if in_staging else 'the stale copy ' + where} was removed"
+            hint = "export the bundle again (or check --pubkey) and redeploy"
+        raise DeviceError(
+            f"the device refused the bundle: {reason}; nothing was switched ({running} keeps running; {kept})", hint=hint
+        )
 
     def _engine(self) -> None:
         from edge_gmm.devices.profiles import has_tensorrt
@@ -385,6 +427,7 @@ class Deployer:
         self.step(STEPS[5])
         self._old_current, self._old_previous = self.facts.get("current"), self.facts.get("previous")
         self.result.previous = self._old_current
+        self._install_trusted_key()
         if self._old_current == rel:
             self.done("unchanged", f"current -> {rel}")
             return
@@ -394,6 +437,23 @@ class Deployer:
         cmds.append(switch_link(self.layout.home, "current", rel))
         self.t.run(" && ".join(cmds), what="switch current")
         self.done("switched", f"current -> {rel}" + (f", previous -> {self._old_current}" if self._old_current else ""))
+
+    def _install_trusted_key(self) -> None:
+        """--pubkey becomes the device's trusted key: from now on every `edge-gmm run` there requires a signature."""
+        self._key_installed = self._key_changes()
+        if self._key_installed:
+            self.t.put_bytes(self._pubkey or b"", self.layout.trusted_key)
+            self.log(f"      trusted key installed: {self.layout.trusted_key} (unsigned or other-signed bundles are refused there)")
+
+    def _restore_trusted_key(self) -> None:
+        """Rollback: the old release must start under the key it was verified with (or none)."""
+        if not getattr(self, "_key_installed", False):
+            return
+        old = self.facts.get("trust_key")
+        if old is not None:
+            self.t.put_bytes(old.encode(), self.layout.trusted_key)
+        else:
+            self.t.run(f"rm -f {q(self.layout.trusted_key)}", check=False, what="remove the new trusted key")
 
     # ------------------------------------------------------------ 7 service, 8 wait
     def _service(self, spec: ServiceSpec, env_text: str, env_shown: str, unit_text: str) -> None:
@@ -497,6 +557,7 @@ class Deployer:
         old = self._old_current
         self.log(f"rollback: {reason}")
         came_back = ""
+        self._restore_trusted_key()
         if old and old != f"releases/{self.bundle.release}":
             cmds = [switch_link(self.layout.home, "current", old)]
             cmds.append(

@@ -33,7 +33,7 @@ class LocalBundle:
     def open(cls, path: str | Path) -> "LocalBundle":
         from edge_gmm.runtime.bundle import MANIFEST, Bundle
 
-        b = Bundle.open(path)  # structure only: the bytes are verified on the device, where they will run
+        b = Bundle.open(path)  # structure only; verify() checks the bytes here, the device checks them again
         digest = hashlib.sha256((b.root / MANIFEST).read_bytes()).hexdigest()
         return cls(
             path=Path(path),
@@ -45,6 +45,12 @@ class LocalBundle:
             precisions=tuple(b.precisions),
             signed=b.signed,
         )
+
+    def verify(self, pubkey: str | None) -> list[str]:
+        """The local copy's hashes (and signature with `pubkey`); engines/ stays here, so it is not checked."""
+        from edge_gmm.runtime.bundle import Bundle
+
+        return Bundle.open(self.path).verify(pubkey, engines=False)
 
     @property
     def release(self) -> str:

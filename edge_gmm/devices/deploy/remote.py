@@ -62,6 +62,10 @@ try:
     info["deployed"] = json.load(open(os.path.join(home, "state", "deployed.json")))
 except Exception:
     info["deployed"] = None
+try:  # the trusted key deploy --pubkey installed (a rollback restores it)
+    info["trust_key"] = open(os.path.join(home, "trust", "bundle.pub")).read()
+except Exception:
+    info["trust_key"] = None
 state = "inactive"
 if mode == "systemd" and info["systemd"]:
     out = subprocess.run(["systemctl", "is-active", service], capture_output=True, text=True, timeout=10)
@@ -109,6 +113,11 @@ class Layout:
     @property
     def log(self) -> str:
         return f"{self.home}/logs/{self.service}.log"
+
+    @property
+    def trusted_key(self) -> str:
+        """The device's trusted public key: while it exists, `edge-gmm run` refuses unsigned bundles (runtime/bundle.py)."""
+        return f"{self.home}/trust/bundle.pub"
 
     @property
     def deployed_state(self) -> str:

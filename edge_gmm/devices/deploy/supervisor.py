@@ -1,16 +1,19 @@
 """A small process supervisor for boxes without systemd (`deploy --no-systemd`), run on the device.
 
     python -m edge_gmm.devices.deploy.supervisor start|stop|restart|status --run-dir DIR [--name N]
-        [--env-file F] [--log F] -- COMMAND ARGS...
+        [--env-file F] [--log F] [--restart-delay S] [--restart-max-delay S] -- COMMAND ARGS...
 
 It behaves like the systemd unit deploy installs, so the two paths are interchangeable:
 - daemonizes (double fork, new session; stdin from /dev/null, output appended to --log) and records its pid
   in DIR/N.pid, so an ssh session that started it returns at once;
 - reads KEY=VALUE lines from --env-file (secrets stay out of the command line and `ps`) and expands
   ${KEY} in the arguments, as systemd's EnvironmentFile + ExecStart do;
-- restarts the command when it fails, 2 s apart, giving up after 5 starts in 60 s (StartLimitBurst);
-  exit code 2 means a user error (bad bundle, bad sources) that a restart cannot fix: no restart
-  (RestartPreventExitStatus=2); exit 0 is a deliberate end (e.g. --max-seconds);
+- exit codes as errors.py defines them: 0 is a deliberate end (e.g. --max-seconds): state `exited`, no
+  restart; 2 a user error (bad bundle, bad sources) a restart cannot fix: state `failed`, no restart
+  (RestartPreventExitStatus=2); anything else (75 a restartable runtime failure, 1 a bug, a signal) is
+  restarted with backoff, 5 s doubling to 60 s (RestartSec, RestartSteps, RestartMaxDelaySec), back to 5 s
+  after a run that lasted 60 s; it never gives up for good (StartLimitIntervalSec=0): a full disk or a
+  lost device node may clear hours later;
 - SIGTERM is forwarded to the command, which gets 15 s to shut down cleanly before SIGKILL;
 - DIR/N.json holds the state (`running`, `failed`, `stopped`, ...), restarts and the last exit code:
   `status` prints it and exits 0 only while the command runs.
@@ -26,13 +29,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
-START_LIMIT_BURST = 5
-START_LIMIT_INTERVAL_S = 60.0
-RESTART_DELAY_S = 2.0
+RESTART_DELAY_S = 5.0  # the first restart's delay; doubled per failure in a row ...
+RESTART_MAX_DELAY_S = 60.0  # ... up to this; a run that lasted this long resets it
 STOP_TIMEOUT_S = 15.0
+EXIT_CLEAN = 0  # the codes of errors.py (not imported: the supervisor runs without the package's deps)
 NO_RESTART_EXIT = 2
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -114,7 +116,18 @@ def _write_state(paths: Paths, **state) -> None:
 # ---------------------------------------------------------------- the daemon
 
 
-def _supervise(paths: Paths, argv: list[str], env_file: str | None, log_path: Path) -> int:
+def _outcome(code: int) -> str | None:
+    """The final state for an exit code that is not restarted, else None."""
+    return {EXIT_CLEAN: "exited", NO_RESTART_EXIT: "failed"}.get(code)
+
+
+def _next_delay(delay: float, ran_s: float, first: float, most: float) -> float:
+    """Backoff: doubled per failure in a row, reset by a run that lasted `most` seconds (a healthy stretch)."""
+    return first if ran_s >= most else min(delay * 2, most)
+
+
+def _supervise(paths: Paths, argv: list[str], env_file: str | None, log_path: Path,
+               first_delay: float = RESTART_DELAY_S, max_delay: float = RESTART_MAX_DELAY_S) -> int:
     stopping = {"flag": False, "since": 0.0}
     child: dict[str, subprocess.Popen | None] = {"p": None}
 
@@ -126,8 +139,7 @@ def _supervise(paths: Paths, argv: list[str], env_file: str | None, log_path: Pa
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    starts: deque[float] = deque(maxlen=START_LIMIT_BURST)
-    restarts, last_exit, state = 0, None, "stopped"
+    restarts, last_exit, state, delay = 0, None, "stopped", first_delay / 2  # doubled before the first wait
     while not stopping["flag"]:
         env = {**os.environ, **read_env_file(env_file)}
         cmd = expand(argv, env)
@@ -141,7 +153,7 @@ def _supervise(paths: Paths, argv: list[str], env_file: str | None, log_path: Pa
                 log.write(f"[supervisor] cannot start {cmd[0]}: {e}\n".encode())
                 state, last_exit = "failed", 127
                 break
-        starts.append(time.monotonic())
+        started = time.monotonic()
         _write_state(paths, state="running", pid=os.getpid(), child_pid=child["p"].pid, restarts=restarts, last_exit=last_exit)
         p = child["p"]
         while p.poll() is None:  # bounded: the child is killed STOP_TIMEOUT_S after a stop request
@@ -153,20 +165,18 @@ def _supervise(paths: Paths, argv: list[str], env_file: str | None, log_path: Pa
         if stopping["flag"]:
             state = "stopped"
             break
-        if last_exit == 0:
-            state = "exited"
-            break
-        if last_exit == NO_RESTART_EXIT:
-            state = "failed"
-            _log(log_path, "[supervisor] exit code 2 is a configuration error: not restarting")
-            break
-        if len(starts) == START_LIMIT_BURST and starts[-1] - starts[0] < START_LIMIT_INTERVAL_S:
-            state = "failed"
-            _log(log_path, f"[supervisor] {START_LIMIT_BURST} starts within {START_LIMIT_INTERVAL_S:.0f} s: giving up")
+        final = _outcome(last_exit)
+        if final is not None:
+            state = final
+            if last_exit == NO_RESTART_EXIT:
+                _log(log_path, "[supervisor] exit code 2 is a configuration error: not restarting")
             break
         restarts += 1
-        _write_state(paths, state="restarting", pid=os.getpid(), child_pid=None, restarts=restarts, last_exit=last_exit)
-        deadline = time.monotonic() + RESTART_DELAY_S
+        delay = _next_delay(delay, time.monotonic() - started, first_delay, max_delay)
+        _log(log_path, f"[supervisor] restarting in {delay:g} s")
+        _write_state(paths, state="restarting", pid=os.getpid(), child_pid=None, restarts=restarts,
+                     last_exit=last_exit, next_start_s=delay)
+        deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not stopping["flag"]:
             time.sleep(0.1)
     _write_state(paths, state=state, pid=None, child_pid=None, restarts=restarts, last_exit=last_exit)
@@ -182,7 +192,7 @@ def _log(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def start(paths: Paths, argv: list[str], env_file: str | None, log_path: Path) -> int:
+def start(paths: Paths, argv: list[str], env_file: str | None, log_path: Path, delays: tuple[float, float]) -> int:
     if read_pid(paths):
         print(json.dumps(read_state(paths)))
         return 0
@@ -212,7 +222,7 @@ def start(paths: Paths, argv: list[str], env_file: str | None, log_path: Path) -
     os.chdir("/")
     paths.pid.write_text(str(os.getpid()))
     try:
-        code = _supervise(paths, argv, env_file, log_path)
+        code = _supervise(paths, argv, env_file, log_path, *delays)
     finally:
         os._exit(0)
     return code  # pragma: no cover
@@ -245,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="edge-gmm")
     p.add_argument("--env-file")
     p.add_argument("--log")
+    p.add_argument("--restart-delay", type=float, default=RESTART_DELAY_S, help="seconds before the first restart")
+    p.add_argument("--restart-max-delay", type=float, default=RESTART_MAX_DELAY_S, help="the backoff's ceiling")
     args = p.parse_args(argv)
+    if not 0 < args.restart_delay <= args.restart_max_delay:
+        p.error("need 0 < --restart-delay <= --restart-max-delay")
     paths = Paths(args.run_dir, args.name)
     log_path = Path(args.log or paths.dir / f"{args.name}.log").absolute()
     env_file = str(Path(args.env_file).absolute()) if args.env_file else None
@@ -257,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return stop(paths)
     if args.action == "restart":
         stop(paths)
-    return start(paths, command, env_file, log_path)
+    return start(paths, command, env_file, log_path, (args.restart_delay, args.restart_max_delay))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class ServiceSpec:
     env_file: str = ""  # absolute remote path of the env file
     extra_args: list[str] = field(default_factory=list)
     groups: str = "dialout video"
+    spool_max_mb: float | None = None  # `run --spool-max-mb`; None leaves run's default
 
     @property
     def bundle(self) -> str:
@@ -52,6 +53,7 @@ class ServiceSpec:
             "--mqtt", "${EDGE_GMM_MQTT}",
             "--device-id", self.device_id,
             "--spool-dir", f"{self.home}/spool",
+            *(["--spool-max-mb", f"{self.spool_max_mb:g}"] if self.spool_max_mb is not None else []),
             *self.extra_args,
         ]  # fmt: skip
 

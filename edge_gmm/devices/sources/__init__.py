@@ -69,6 +69,47 @@ class SourceSpec:
         return default if v is None else v.lower() in ("1", "true", "yes", "on")
 
 
+# Options each scheme reads (besides `modalities`), so that a misspelling (`?sesion=`) is an error, not a
+# silently ignored key. synth:// also takes its scenario's keyword arguments (e.g. camera_size).
+SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "replay": ("session", "split", "loop"),
+    "synth": ("label", "seed", "duration", "sessions"),
+    "serial": ("baud", "format", "frequency", "name"),
+    "socket": ("baud", "format", "frequency", "name"),
+    "audio": ("device", "block"),
+    "camera": (),
+    "gstreamer": (),
+}
+
+
+def known_options(spec: SourceSpec) -> tuple[str, ...] | None:
+    """The options `spec`'s scheme understands; None for a scheme without an entry (open_source refuses it)."""
+    if spec.scheme not in SOURCE_OPTIONS:
+        return None
+    extra: tuple[str, ...] = ()
+    if spec.scheme == "synth":
+        import inspect
+
+        from edge_gmm.data import synth
+
+        extra = tuple(inspect.signature(synth.SCENARIOS.get(spec.target)).parameters)  # unknown name: ConfigError
+    return ("modalities", *SOURCE_OPTIONS[spec.scheme], *extra)
+
+
+def check_options(spec: SourceSpec) -> None:
+    """ConfigError naming an option the scheme does not read, the closest known one and all of them."""
+    known = known_options(spec)
+    if known is None:
+        return
+    for key in spec.options:
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise ConfigError(f"source {spec.uri!r}: unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                              hint=f"{spec.scheme} sources take: {', '.join(known)}")
+
+
 def parse_uri(uri: str) -> SourceSpec:
     """`scheme://target?k=v&...` → SourceSpec. A pty/device path means serial; a string with '!' a GStreamer camera."""
     uri = uri.strip()
@@ -79,13 +120,26 @@ def parse_uri(uri: str) -> SourceSpec:
     if "://" not in uri:
         path, _, query = uri.removeprefix("pty:").partition("?")
         if uri.startswith("pty:") or path.startswith("/dev/") or os.path.exists(path):
-            return SourceSpec(uri=uri, scheme="serial", target=path, options=dict(parse_qsl(query)))
+            return _checked(SourceSpec(uri=uri, scheme="serial", target=path, options=_query(uri, query)))
         schemes = ", ".join(s + "://" for s in SOURCES.names() if s != "gstreamer")
         raise ConfigError(f"source {uri!r} has no scheme and is no serial device or pty path",
                           hint=f"use one of: {schemes}, a /dev/tty* or pty path, or a GStreamer pipeline")
     scheme, rest = uri.split("://", 1)
     target, _, query = rest.partition("?")
-    return SourceSpec(uri=uri, scheme=scheme.lower(), target=unquote(target), options=dict(parse_qsl(query)))
+    return _checked(SourceSpec(uri=uri, scheme=scheme.lower(), target=unquote(target), options=_query(uri, query)))
+
+
+def _query(uri: str, query: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for k, v in parse_qsl(query):
+        if options.setdefault(k, v) != v:
+            raise ConfigError(f"source {uri!r}: option {k!r} given twice ({options[k]!r} and {v!r})")
+    return options
+
+
+def _checked(spec: SourceSpec) -> SourceSpec:
+    check_options(spec)
+    return spec
 
 
 class Source:

@@ -3,7 +3,9 @@
 States: `connecting` → `up` (first chunk arrived) → `down` (transport error; retried after a back-off
 that doubles up to `BACKOFF_MAX_S`) or `ended` (a replay finished) or `failed` (a config or missing
 dependency error: retrying cannot help). Transport errors (OSError, DeviceError) are kept apart from
-errors the user must fix (STYLE.md #5); every wait is bounded by the stop event.
+errors the user must fix (STYLE.md #5); every wait is bounded by the stop event. Bad data (DataError) is
+the user's to fix in a recording, so a replay fails; from live hardware it may be cured by the device
+(re-described, re-flashed, plugged back), so a live source is retried like after a transport error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 2.0  # a board plugged back in is picked up within this
-FATAL = (ConfigError, DataError, MissingDependencyError)
+FATAL = (ConfigError, MissingDependencyError)
 
 
 class SourceDriver(threading.Thread):
@@ -59,6 +61,11 @@ class SourceDriver(threading.Thread):
             except FATAL as e:
                 self._set("failed", str(e))
                 return
+            except DataError as e:
+                if not self.source.reconnects:  # a recording stays as bad as it is
+                    self._set("failed", str(e))
+                    return
+                self._set("down", f"DataError: {e}")
             except Exception as e:  # transport errors and decoder bugs alike: a device loop keeps trying
                 if not isinstance(e, (OSError, DeviceError)):
                     log.warning("source %s raised %s", self.source.describe(), type(e).__name__, exc_info=True)

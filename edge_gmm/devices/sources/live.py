@@ -6,15 +6,20 @@ Samples are stamped on the host clock when they arrive (the serial bridge maps M
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 
 import numpy as np
 
-from edge_gmm.errors import ConfigError, DataError, DeviceError, MissingDependencyError
+from edge_gmm.errors import ConfigError, DeviceError, MissingDependencyError
 from edge_gmm.devices.sources import SOURCES, Source
 
+log = logging.getLogger(__name__)
+
 READ_TIMEOUT_S = 0.2  # every blocking read wakes up this often to notice a stop request
+RATE_TOLERANCE = 0.05  # a described rate this close to the bundle's still fits its windows (forwarders detect theirs)
+LINK_ERRORS = ("crc_errors", "malformed", "bad_payload", "bad_descriptor", "bad_time", "undescribed", "internal_errors")
 
 
 class SerialSource(Source):
@@ -25,6 +30,10 @@ class SerialSource(Source):
     MCU time mapped to the host clock. Names the MCU announces map onto bundle modalities through
     `rename` (the sources file's `sensor:` key). A lost port ends `stream` with a DeviceError: the driver
     reports the modality missing and opens the port again, so an unplugged board comes back by itself.
+
+    A sensor the MCU describes unlike the bundle (another channel count or rate) is masked, not fatal: its
+    chunks are dropped (the loop then reports it stale), the change is counted in `descriptor_mismatch` and
+    logged, and it is used again as soon as a matching descriptor arrives. Other sensors on the port go on.
     """
 
     def __init__(self, *a, **kw):
@@ -39,6 +48,16 @@ class SerialSource(Source):
         self.forwarder = {k: v for k, v in (("frequency", self.spec.option("frequency", None, float)),
                                             ("name", self.spec.option("name"))) if v is not None}
         self.reader = None  # the open BridgeReader, for its stats
+        self.masked: dict[str, str] = {}  # bundle modality -> why its chunks are dropped now
+        self.mismatches = 0  # times a sensor went from matching the bundle to not
+        self.masked_chunks = 0
+
+    @property
+    def counts(self) -> dict:
+        """For the loop's metrics: descriptor mismatches and the link's error counters."""
+        link = self.reader.stats() if self.reader is not None else {}
+        return {"descriptor_mismatch": self.mismatches, "masked": sorted(self.masked),
+                "masked_chunks": self.masked_chunks, **{k: link[k] for k in LINK_ERRORS if k in link}}
 
     def _bridge_url(self) -> str:
         return f"socket://{self.spec.target}" if self.spec.scheme == "socket" else self.spec.target
@@ -53,19 +72,44 @@ class SerialSource(Source):
         self.reader = reader
         try:
             while not stop.is_set():
-                for chunk in reader.chunks(timeout=READ_TIMEOUT_S):
+                chunks = reader.chunks(timeout=READ_TIMEOUT_S)
+                described = {s.name: s for s in reader.sensors()} if chunks else {}
+                for chunk in chunks:
                     name = self.spec.rename.get(chunk.modality, chunk.modality)
                     sensor = self.sensors.get(name)
                     if sensor is None:
                         continue  # a sensor the bundle does not use
-                    if tuple(chunk.x.shape[1:]) != sensor.sample_shape:
-                        raise DataError(f"{self.spec.uri}: the MCU sends {chunk.modality!r} samples of shape "
-                                        f"{tuple(chunk.x.shape[1:])}, the bundle's {name!r} needs {sensor.sample_shape}")
+                    if not self._fits(name, sensor, chunk, described.get(chunk.modality)):
+                        continue
                     yield chunk if name == chunk.modality else SensorChunk(name, chunk.t, chunk.x)
                 if not reader.connected():
                     raise DeviceError(f"{self.spec.uri}: {reader.last_error or 'port lost'}")
         finally:
             reader.stop()
+
+    def _fits(self, name: str, sensor, chunk, described) -> bool:
+        """Whether a chunk fits the bundle's `name`; masks the modality while it does not, unmasks when it does."""
+        problem = _mismatch(sensor, tuple(chunk.x.shape[1:]), described)
+        if problem is None:
+            if self.masked.pop(name, None) is not None:
+                log.warning("%s: %r matches the bundle again; used again", self.spec.uri, name)
+            return True
+        self.masked_chunks += 1
+        if name not in self.masked:
+            self.masked[name] = problem
+            self.mismatches += 1
+            log.warning("%s: the MCU now describes %r as %s; masked until it matches again (descriptor_mismatch %d)",
+                        self.spec.uri, chunk.modality, problem, self.mismatches)
+        return False
+
+
+def _mismatch(sensor, shape: tuple, described) -> str | None:
+    """What keeps chunks of `shape` (from a sensor the MCU describes as `described`) out of `sensor`'s windows."""
+    if shape != sensor.sample_shape:
+        return f"samples of shape {shape}, the bundle needs {sensor.sample_shape}"
+    if described is not None and abs(described.rate - sensor.rate) > RATE_TOLERANCE * sensor.rate:
+        return f"{described.rate:g} Hz, the bundle needs {sensor.rate:g} Hz"
+    return None
 
 
 SOURCES.add("serial", SerialSource)

@@ -69,8 +69,11 @@ class _Player(Source):
             self.offsets.append((session.id, offset))
             starts = {m: 0 for m in streams}
             edge = first
-            while edge <= last:
-                edge = edge + CHUNK_S
+            while any(starts[m] < len(s.t) for m, s in streams.items()):
+                # over a gap in the data in one step (stepping CHUNK_S through an hour, or past 1e20 where
+                # edge + CHUNK_S == edge, would spin), and always past the next sample: every pass makes progress
+                nxt = min(float(s.t[starts[m]]) for m, s in streams.items() if starts[m] < len(s.t))
+                edge = max(edge + CHUNK_S, float(np.nextafter(nxt, math.inf)))
                 chunks = []
                 for m, s in streams.items():
                     stop_at = int(np.searchsorted(s.t, edge, side="left"))

@@ -2,6 +2,10 @@
 
 The public `infer()` checks the feed against the bundle's manifest (names, shapes, dtypes) with a message a
 user can act on, then calls the backend's `_infer_impl()`. Backends import their engine inside `activate()`.
+
+Errors at activation: a bad artifact is a BundleError, a missing engine a MissingDependencyError (both exit 2:
+a restart cannot fix them); a device fault (CUDA, TensorRT, a GPU that is busy or gone) is a RuntimeFailure
+(exit 75: a restart may cure it). Backends raise DeviceError for those; `activate()` turns it into one.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_gmm.errors import BundleError, ConfigError
+from edge_gmm.errors import BundleError, ConfigError, DeviceError, RuntimeFailure
 from edge_gmm.runtime.bundle import Bundle, TensorSpec
 
 
@@ -32,7 +36,11 @@ class Runner:
     # ------------------------------------------------------------ lifecycle
     def activate(self) -> "Runner":
         if not self.is_active:
-            self._activate_impl()
+            try:
+                self._activate_impl()
+            except DeviceError as e:  # the device, not the bundle: worth a restart
+                raise RuntimeFailure(f"{self.name} runner could not start: {e.args[0] if e.args else e}",
+                                     hint=e.hint) from e
             self.is_active = True
         return self
 

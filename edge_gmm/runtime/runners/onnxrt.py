@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_gmm.errors import BundleError, ConfigError, MissingDependencyError
+from edge_gmm.errors import BundleError, ConfigError, DeviceError, MissingDependencyError
 from edge_gmm.runtime.runners.base import Runner
 
 # provider short names -> ORT provider ids, in the order "auto" prefers them
@@ -13,6 +13,9 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+# ORT's exception types for a session that failed on the device (EP init, CUDA/TensorRT, allocation), as
+# opposed to Fail/InvalidProtobuf/InvalidGraph/NoSuchFile: a file that will not load
+DEVICE_FAULTS = ("RuntimeException", "EPFail", "EngineError")
 
 
 class OnnxRuntimeRunner(Runner):
@@ -50,13 +53,18 @@ class OnnxRuntimeRunner(Runner):
         path = self.bundle.artifact_path(self.precision)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types: all mean "this file will not load"
-            raise BundleError(f"{path}: onnxruntime cannot load this model: {str(e).splitlines()[0][:300]}",
+        except Exception as e:
+            first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            if type(e).__name__ in DEVICE_FAULTS or isinstance(e, MemoryError):  # the machine, not the file
+                raise DeviceError(f"onnxruntime could not start a session for {path.name}: {first}") from None
+            raise BundleError(f"{path}: onnxruntime cannot load this model: {first}",
                               hint="re-export the bundle with 'edge-gmm export'") from None
         self._output_names = [o.name for o in self.session.get_outputs()]
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run raises; ORT's own line per failure would flood the log
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self.session.run(self._output_names, feed)
+        values = self.session.run(self._output_names, feed, self._run_options)
         return dict(zip(self._output_names, values))
 
     def _deactivate_impl(self) -> None:

@@ -3,15 +3,22 @@ on device buffers. TensorRT and cuda-python are imported inside `activate()`; wi
 what is missing. Written against the TensorRT 8.6 / 10.x Python API (tensor-name I/O, memory pools).
 
 The build *plan* (flags, DLA, workspace, cache key, trtexec line) is the pure `trt_plan.plan_for_bundle`.
+Engines and timing caches cannot be signed (they are built here), so each is hashed into the device's engine
+record when written (`Bundle.record_engine`) and read back only while it matches: a planted or changed file is
+never deserialized, it is rebuilt from the verified ONNX.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 from edge_gmm.errors import BundleError, DeviceError, MissingDependencyError
 from edge_gmm.runtime.runners.base import Runner
 from edge_gmm.runtime.runners.trt_plan import GpuInfo, TrtBuildPlan, plan_for_bundle
+
+log = logging.getLogger("edge_gmm.runtime.tensorrt")
 
 MISSING_HINT = (
     "on a Jetson, TensorRT and cuda-python come with JetPack (apt install python3-libnvinfer, pip install cuda-python); "
@@ -55,8 +62,10 @@ def live_gpu_info(trt, cudart, device: int = 0) -> GpuInfo:
     return GpuInfo(name.strip("\x00 "), f"{props.major}.{props.minor}", trt.__version__, int(builder.num_DLA_cores))
 
 
-def build_engine(trt, plan: TrtBuildPlan, logger=None) -> bytes:
-    """Parse the ONNX, apply the plan, build and return the serialized engine; updates the timing cache file."""
+def build_engine(trt, plan: TrtBuildPlan, logger=None, *, timing_cache: bytes = b"") -> bytes:
+    """Parse the ONNX, apply the plan, build and return the serialized engine; writes the timing cache file.
+
+    `timing_cache`: the previous cache's bytes, which the caller has checked against the engine record."""
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -76,8 +85,7 @@ def build_engine(trt, plan: TrtBuildPlan, logger=None) -> bytes:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
     _pin_fp32_layers(trt, network, plan.fp32_layers)
-    cache_bytes = plan.timing_cache.read_bytes() if plan.timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
+    cache = config.create_timing_cache(timing_cache)
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -108,17 +116,33 @@ def _pin_fp32_layers(trt, network, patterns) -> int:
 
 
 def ensure_engine(trt, cudart, bundle, *, precision: str, target=None, profile=None, rebuild: bool = False):
-    """(plan, engine bytes): the cached engine for this GPU/TensorRT/precision, built when absent."""
+    """(plan, engine bytes): the cached engine for this GPU/TensorRT/precision, built when absent or not one
+    this device recorded building (planted or changed)."""
     plan = plan_for_bundle(bundle, live_gpu_info(trt, cudart), precision=precision, target=target, profile=profile)
     if plan.engine_path.is_file() and not rebuild:
-        return plan, plan.engine_path.read_bytes()
-    data = build_engine(trt, plan)
+        data = plan.engine_path.read_bytes()
+        if bundle.engine_trusted(plan.engine_path, data):  # checks the bytes read, so nothing can swap them after
+            return plan, data
+        log.warning("%s: not an engine this device recorded building (planted or changed): rebuilding it", plan.engine_path)
+    data = build_engine(trt, plan, timing_cache=_trusted_bytes(bundle, plan.timing_cache))
     plan.engine_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = plan.engine_path.with_suffix(".tmp")
     tmp.write_bytes(data)
     tmp.replace(plan.engine_path)  # atomic: a half-written engine is never picked up
+    bundle.record_engine(plan.engine_path, plan.timing_cache)
     (plan.engine_path.with_suffix(".trtexec.sh")).write_text("#!/bin/sh\n# the same build with trtexec\n" + plan.trtexec_line() + "\n")
     return plan, data
+
+
+def _trusted_bytes(bundle, path) -> bytes:
+    """A cache file's bytes when this device recorded writing them, else nothing (a planted cache is ignored)."""
+    if not path.is_file():
+        return b""
+    data = path.read_bytes()
+    if bundle.engine_trusted(path, data):
+        return data
+    log.warning("%s: not a timing cache this device recorded writing: building without it", path)
+    return b""
 
 
 class TensorRTRunner(Runner):

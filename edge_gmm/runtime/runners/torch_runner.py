@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_gmm.errors import ConfigError, MissingDependencyError
+from edge_gmm.errors import ConfigError, DeviceError, MissingDependencyError
 from edge_gmm.runtime.runners.base import Runner
 
 
@@ -39,7 +39,10 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(self.threads)
         model = self.module if self.module is not None else self._load_student()
-        model = model.eval().to(self.device)
+        try:
+            model = model.eval().to(self.device)
+        except RuntimeError as e:  # CUDA out of memory, a GPU in a bad state: a restart may cure it
+            raise DeviceError(f"torch runner: cannot move the model to {self.device}: {str(e).splitlines()[0]}") from None
         if self.precision == "fp16":
             model = model.half()
         self._torch, self._model = torch, model
