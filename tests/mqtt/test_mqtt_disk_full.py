@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from mqtt_kit import wait_until
 
 from edge_gmm.mqtt import spool as spool_mod
 from edge_gmm.mqtt.payload import example_prediction
@@ -52,14 +53,6 @@ def fill(fs, leave: int = 0):
             assert e.errno == errno.ENOSPC
     return ballast
 
-
-def wait_until(cond, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_spool_opens_and_takes_records_on_a_full_disk_then_spools_again(small_fs, fast_retry):

@@ -8,6 +8,7 @@ import threading
 import time
 
 from conftest import free_port
+from mqtt_kit import wait_until
 
 from edge_gmm.mqtt.payload import example_prediction, validate
 from edge_gmm.mqtt.publisher import Publisher
@@ -17,14 +18,6 @@ from edge_gmm.mqtt.url import parse_mqtt_url
 
 DEV = "dev1"
 
-
-def wait_until(cond, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_mosquitto_sub_gets_every_prediction_status_and_metrics_all_valid(mosquitto, tmp_path):

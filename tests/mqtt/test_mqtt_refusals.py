@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from mqtt5_peer import Mqtt5Peer
+from mqtt_kit import wait_until
 
 from edge_gmm.errors import ConfigError
 from edge_gmm.mqtt.payload import example_prediction
@@ -18,14 +19,6 @@ from edge_gmm.mqtt.url import parse_mqtt_url
 
 DEV = "dev1"
 
-
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def predictions(peer):
