@@ -76,7 +76,7 @@ def rss_mb() -> float:
 
 
 def run(bundle: Path, sources: str, **kw) -> dict:
-    from edge_gmm.devices.loop import RunSettings, run_device
+    from edge_gmm.devices.job import RunSettings, run_device
 
     return run_device(RunSettings(bundle=str(bundle), sources=sources, device_id="bench", threads=1, **kw))
 
@@ -140,7 +140,7 @@ def main() -> int:
 
             threading.Thread(target=sample, daemon=True).start()
 
-        from edge_gmm.devices.loop import RunSettings, run_device
+        from edge_gmm.devices.job import RunSettings, run_device
 
         s = run_device(RunSettings(bundle=str(bundle), sources=replay, device_id="bench", threads=1, speed=1.0,
                                    max_seconds=args.soak, **common), on_loop=on_loop)

@@ -202,7 +202,7 @@ def _export(opts: DemoOptions, run_dir: Path, out: Path, log) -> dict:
 
 
 def _live(opts: DemoOptions, out: Path, ds, log) -> dict:
-    from edge_gmm.devices.loop import RunSettings, run_device
+    from edge_gmm.devices.job import RunSettings, run_device
     from edge_gmm.mqtt.subscriber import Subscriber
     from edge_gmm.mqtt.url import parse_mqtt_url
 

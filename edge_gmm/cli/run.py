@@ -47,7 +47,7 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from edge_gmm.devices.loop import RunSettings, run_device
+    from edge_gmm.devices.job import RunSettings, run_device
     from edge_gmm.devices.sources import parse_speed
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edge_gmm.devices.loop import RunSettings, run_device
+from edge_gmm.devices.job import RunSettings, run_device
 from test_loop_kit import make_bundle, small_dataset  # noqa: F401  (fixture)
 
 

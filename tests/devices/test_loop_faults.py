@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from edge_gmm.cli.main import COMMANDS
-from edge_gmm.devices.loop import REOPEN_AFTER, STOP_AFTER, RunSettings, run_device
+from edge_gmm.devices.job import RunSettings, run_device
+from edge_gmm.devices.loop import REOPEN_AFTER, STOP_AFTER
 from edge_gmm.devices.sources import SOURCES
 from edge_gmm.devices.sources.playback import ReplaySource
 from edge_gmm.errors import DeviceError, RuntimeFailure

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from edge_gmm.devices.loop import RunSettings, run_device
+from edge_gmm.devices.job import RunSettings, run_device
 from edge_gmm.mqtt.payload import validate
 from test_loop_kit import REPO, MqttSub, tiny_bundle  # noqa: F401  (fixture)
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_gmm.devices.loop import RunSettings, run_device
+from edge_gmm.devices.job import RunSettings, run_device
 from edge_gmm.devices.postprocess import softmax
 from edge_gmm.mqtt.payload import validate
 from test_loop_kit import REPO, MqttSub, make_bundle, offline_logits, run_cli, small_dataset, tiny_bundle  # noqa: F401

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from edge_gmm.devices.loop import RunSettings, run_device
+from edge_gmm.devices.job import RunSettings, run_device
 from edge_gmm.devices.sources import Source
 from edge_gmm.devices.sources.driver import SourceDriver
 from edge_gmm.errors import DataError

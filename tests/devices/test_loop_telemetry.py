@@ -6,7 +6,7 @@ import os
 import stat
 import sys
 
-from edge_gmm.devices.loop import RunSettings, run_device
+from edge_gmm.devices.job import RunSettings, run_device
 from edge_gmm.mqtt.payload import validate
 from test_loop_kit import REPO, MqttSub, small_dataset, tiny_bundle  # noqa: F401
 
