@@ -294,7 +294,7 @@ def parse_mapping(text: str, suffix: str, source: str) -> Any:
         if suffix == ".toml":  # TOML itself refuses duplicate keys
             if sys.version_info >= (3, 11):
                 import tomllib
-            else:  # pragma: no cover - Python 3.10 on JetPack 6
+            else:  # pragma: no cover - Python 3.8 / 3.10 on JetPack 5 / 6
                 import tomli as tomllib
             return tomllib.loads(text)
         if suffix == ".json":
@@ -352,7 +352,7 @@ def from_dict(cls: type, data: Any, *, source: str = "<config>", where: str = ""
     """Build dataclass `cls` from a mapping, naming the unknown key or wrong type on error."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -390,12 +390,55 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# `X | Y` is types.UnionType from 3.10; below that _type_hints turns it into typing.Union.
+_UNION_ORIGINS = (typing.Union, getattr(types, "UnionType", typing.Union))
+_GENERIC_BUILTINS = {"list": typing.List, "dict": typing.Dict, "tuple": typing.Tuple, "set": typing.Set,
+                     "frozenset": typing.FrozenSet, "type": typing.Type}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints, also on Python 3.8/3.9 (the device side on JetPack 5), where the string
+    annotations `str | None` and `list[int]` cannot be evaluated as written."""
+    if sys.version_info >= (3, 10):
+        return typing.get_type_hints(cls)
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        ns = dict(vars(sys.modules[klass.__module__]))
+        for name, ann in vars(klass).get("__annotations__", {}).items():
+            hints[name] = _eval_annotation(ann, ns) if isinstance(ann, str) else ann
+    return hints
+
+
+def _eval_annotation(text: str, ns: dict) -> Any:
+    import ast
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_BinOp(self, node):  # A | B -> Union[A, B]
+            self.generic_visit(node)
+            if not isinstance(node.op, ast.BitOr):
+                return node
+            return ast.Subscript(value=ast.Name("__Union", ast.Load()),
+                                 slice=ast.Index(ast.Tuple([node.left, node.right], ast.Load())), ctx=ast.Load())
+
+    tree = ast.fix_missing_locations(Rewrite().visit(ast.parse(text, mode="eval")))
+    # list[int] -> typing.List[int]: builtins are not subscriptable before 3.9
+    return eval(compile(tree, "<annotation>", "eval"), ns, {"__Union": typing.Union, **_GENERIC_BUILTINS})
+
+
 def _type_name(tp: Any) -> str:
+    # Spelled out, not repr(): the same words on every Python (typing.List vs list[int], Union vs X | Y).
     origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
     if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
+        return " | ".join(repr(a) for a in args)
+    if origin in _UNION_ORIGINS:
+        return " | ".join(_type_name(a) for a in args)
     if origin in (list, dict):
-        return repr(tp).replace("typing.", "")
+        return origin.__name__ + (f"[{', '.join(_type_name(a) for a in args)}]" if args else "")
+    if tp is type(None):
+        return "None"
+    if tp is Any:
+        return "Any"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -409,7 +452,7 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         if value not in args:
             raise bad
         return value
-    if origin in (typing.Union, types.UnionType):
+    if origin in _UNION_ORIGINS:
         for a in args:
             try:
                 return _coerce(a, value, source, key)

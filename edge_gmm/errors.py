@@ -11,6 +11,8 @@ or warm up on this device (a DeviceError from CUDA/TensorRT, turned into one by 
 loop's own ends that are not clean (devices/loop.py: assembly error, inference failing, sources down for good).
 """
 
+from __future__ import annotations
+
 EXIT_OK = 0
 EXIT_USER = 2
 EXIT_RESTART = 75

@@ -27,3 +27,5 @@ if ! .venv/bin/python -c "import edge_gmm, torch, onnxruntime, paho.mqtt, serial
   .venv/bin/python -m pip install -q -e ".[dev]"
 fi
 echo "setup: ready (.venv)"
+# The device side on JetPack 5's Python 3.8, for tests/test_python38_device.py (skips where no 3.8 exists).
+bash scripts/setup_py38.sh

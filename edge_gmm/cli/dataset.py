@@ -99,7 +99,7 @@ def _import(args) -> int:
     from edge_gmm.data.importers import ImportOptions, import_dataset
 
     src = Path(args.src)
-    stem = src.stem.removesuffix("_TRAIN") if src.is_file() else src.name
+    stem = src.name if not src.is_file() else src.stem[:-6] if src.stem.endswith("_TRAIN") else src.stem  # 3.8: no removesuffix
     out = Path(args.out or f"datasets/{stem}")
     opts = ImportOptions(name=args.name, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac, rate=args.rate,
                          unequal=args.unequal, window_s=args.window_s, hop_s=args.hop_s, image_size=args.image_size,

@@ -3,7 +3,8 @@
 The engine is cached beside the bundle, keyed by GPU, compute capability, TensorRT version and precision, and
 its sha256 recorded in the device's HOME/trust/engines.json (docs/bundle.md); the equivalent `trtexec` command
 is written next to it. `--dry-run --profile P` prints the plan and the
-trtexec line anywhere, without TensorRT.
+trtexec line anywhere, without TensorRT. How the build differs per TensorRT version (8.5 .. 11; 8.2 is refused)
+is `trt_plan.TRT_APIS`; the profile's TensorRT version decides it in a dry run, the installed one otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def run(args) -> int:
 
     bundle = Bundle.open(args.bundle)
     profile = None
-    # fp16 engines are built from the FP32 ONNX, so the target's precision counts, not which artifacts exist
+    # weakly typed TensorRT (< 11) builds fp16 from the FP32 ONNX, so the target's precision counts, not which
+    # artifacts exist; on TensorRT 11 the plan asks for the fp16 artifact itself
     precision = args.precision or bundle.manifest.get("target", {}).get("precision") or bundle.default_precision()
     notes = []
     if args.profile:
@@ -63,8 +65,11 @@ def _emit(args, plan, notes, built: bool) -> None:
         "source": plan.source_precision, "flags": list(plan.flags), "dla_core": plan.dla_core,
         "workspace_mb": plan.workspace_bytes >> 20, "timing_cache": str(plan.timing_cache),
         "trtexec": plan.trtexec_line(), "built": built, "notes": notes,
+        "strongly_typed": plan.strongly_typed, "network_flags": list(plan.network_flags),
     }
-    text = "\n".join([*notes, f"{'engine' if built else 'would build'}: {plan.engine_path}",
-                      f"flags: {', '.join(plan.flags) or 'none (fp32)'}; DLA core: {plan.dla_core if plan.dla_core >= 0 else 'no'}; "
+    typing = f"strongly typed from {plan.onnx_path.name}" if plan.strongly_typed else f"weakly typed from {plan.onnx_path.name}"
+    flags = ", ".join(plan.flags) or ("none (precision from the graph)" if plan.strongly_typed else "none (fp32)")
+    text = "\n".join([*notes, f"{'engine' if built else 'would build'}: {plan.engine_path} ({typing})",
+                      f"flags: {flags}; DLA core: {plan.dla_core if plan.dla_core >= 0 else 'no'}; "
                       f"workspace {plan.workspace_bytes >> 20} MiB", f"trtexec equivalent:\n  {plan.trtexec_line()}"])
     emit(args, data, text)

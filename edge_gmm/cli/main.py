@@ -29,10 +29,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bundle": ("bundle", "verify | inspect a bundle"),
     "bench": ("bench", "latency table of a bundle per runner and precision"),
     "engine": ("engine", "build the TensorRT engine of a bundle on this device"),
+    "doctor": ("doctor", "on the device: check the engine against the bundle's golden windows, report platform and latency"),
     "devices": ("devices", "list | show device profiles"),
     "record": ("record", "capture live sensors into a dataset"),
     "bridge": ("bridge", "serial bridge: monitor a port, emulate an MCU"),
 }
+# Workstation commands (torch, model, train, export) need Python 3.10+; the rest is the torch-free device side,
+# which runs on 3.8 too (JetPack 5). Refused up front: a sentence, not an ImportError deep in torch or the model.
+WORKSTATION_ONLY = ("train-and-export", "demo", "model", "train", "tune", "evaluate", "export")
+WORKSTATION_PYTHON = (3, 10)
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -84,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     from edge_gmm.errors import EdgeGmmError
 
     try:
+        if name in WORKSTATION_ONLY and sys.version_info < WORKSTATION_PYTHON:
+            from edge_gmm.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                f"'{name}' runs on the workstation and needs Python {'.'.join(map(str, WORKSTATION_PYTHON))}+ "
+                f"(this is {sys.version_info.major}.{sys.version_info.minor})",
+                hint="train and export on a Python 3.10+ machine; on this one the device side works: "
+                "run, subscribe, bundle, bench, engine, doctor, devices, bridge",
+            )
         parser, mod = build_parser(name)
         args = parser.parse_args(rest)
         code = mod.run(args)

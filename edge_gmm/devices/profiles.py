@@ -21,6 +21,9 @@ PROFILES_DIR = shipped_dir("devices")
 EXPORT_DIR = shipped_dir("export")
 # other names people use for the same board -> the profile's name (not listed separately)
 ALIASES = {"jetson-orin-nano-8gb": "jetson-orin-nano", "jetson-orin-nx-16gb": "jetson-orin-nx"}
+MIN_PYTHON = (3, 8)  # the device side's floor (JetPack 5's system Python, the only one its TensorRT binds)
+MATRIX_BEGIN = "<!-- jetpack-matrix:begin (generated from devices/*.toml by `edge-gmm devices list --markdown`) -->"
+MATRIX_END = "<!-- jetpack-matrix:end -->"
 
 
 def _profile_files() -> dict[str, Path]:
@@ -28,8 +31,36 @@ def _profile_files() -> dict[str, Path]:
     return toml_files("EDGE_GMM_PROFILES", PROFILES_DIR)
 
 
-def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
-    """A profile by name (`jetson-orin-nano`) or by path (`devices/jetson-orin-nano.toml`, any folder)."""
+def load_profile(name_or_path: str | os.PathLike, allow_unsupported: bool = False) -> DeviceProfile:
+    """A profile by name (`jetson-orin-nano`) or by path (`devices/jetson-orin-nano.toml`, any folder).
+
+    A board edge-gmm cannot run on (support_problem) is refused, so `deploy` and `engine build` stop with exit 2;
+    `devices list/show` pass allow_unsupported to describe it."""
+    prof = _load(name_or_path)
+    problem = support_problem(prof)
+    if problem and not allow_unsupported:
+        raise ConfigError(f"device profile {prof.name}: not supported: {problem}",
+                          hint="`edge-gmm devices list` shows the supported boards (JetPack 5.1 and newer)")
+    return prof
+
+
+def support_problem(profile: DeviceProfile) -> str:
+    """Why edge-gmm cannot run on this board ('' = it can): its Python or its TensorRT is too old."""
+    from edge_gmm.export.targets import MIN_TENSORRT, trt_version
+
+    problems = []
+    if profile.python and trt_version(profile.python) < MIN_PYTHON:
+        problems.append(f"its Python {profile.python} is older than {_dotted(MIN_PYTHON)}, the oldest the device side runs on")
+    if has_tensorrt(profile) and trt_version(profile.tensorrt) < MIN_TENSORRT:
+        problems.append(f"its TensorRT {profile.tensorrt} lacks the named-tensor API of TensorRT {_dotted(MIN_TENSORRT)}+ that the runner uses")
+    return "; ".join(problems)
+
+
+def _dotted(v: tuple[int, ...]) -> str:
+    return ".".join(map(str, v))
+
+
+def _load(name_or_path: str | os.PathLike) -> DeviceProfile:
     text = str(name_or_path)
     path = Path(text).expanduser()
     if text.endswith(".toml") or os.sep in text or path.is_file():
@@ -58,13 +89,55 @@ def profile_file(name_or_path: str | os.PathLike) -> Path:
     name = str(name_or_path) if str(name_or_path) in files else ALIASES.get(str(name_or_path), "")
     if name in files:
         return files[name]
-    load_profile(name_or_path)  # raises the helpful error
+    _load(name_or_path)  # raises the helpful error
     raise AssertionError("unreachable")
 
 
 def list_profiles() -> list[DeviceProfile]:
-    """Every known profile, sorted by name."""
+    """Every known profile, sorted by name, the unsupported ones included (support_problem says which)."""
     return [load_config(f, DeviceProfile) for _, f in sorted(_profile_files().items())]
+
+
+def matrix_rows(profs: list[DeviceProfile] | None = None) -> list[dict]:
+    """One row per profile: what the board runs and what edge-gmm does on it (`devices list`, docs/deploy.md)."""
+    rows = []
+    for p in profs if profs is not None else list_profiles():
+        problem = support_problem(p)
+        rows.append({
+            "name": p.name,
+            "jetpack": p.jetpack or "-",
+            "l4t": p.l4t or "-",
+            "tensorrt": p.tensorrt or "-",
+            "max_opset": p.max_opset or "-",
+            "python": p.python or "-",
+            "dla": p.dla_cores,
+            "memory_gb": p.memory_gb,
+            "target": "-" if problem else p.default_target,
+            "supported": "no" if problem else "yes",
+        })
+    return rows
+
+
+def matrix_markdown(profs: list[DeviceProfile] | None = None) -> str:
+    """The matrix as a Markdown table, unsupported boards last with the reason."""
+    profs = list_profiles() if profs is None else profs
+    rows = matrix_rows(profs)
+    lines = ["| profile | JetPack | L4T | TensorRT | max opset | Python | DLA | memory GB | export target |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["supported"] == "no"):
+        target = f"`{r['target']}`" if r["supported"] == "yes" else "**not supported**"
+        lines.append(f"| `{r['name']}` | {r['jetpack']} | {r['l4t']} | {r['tensorrt']} | {r['max_opset']} | {r['python']} "
+                     f"| {r['dla']} | {r['memory_gb']:g} | {target} |")
+    notes = [f"- `{p.name}`: not supported: {support_problem(p)}." for p in profs if support_problem(p)]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def update_matrix(text: str) -> str:
+    """`text` (docs/deploy.md) with the generated section between the markers replaced by the current matrix."""
+    start, end = text.find(MATRIX_BEGIN), text.find(MATRIX_END)
+    if start < 0 or end < start:
+        raise ConfigError(f"no generated JetPack matrix section ({MATRIX_BEGIN} ... {MATRIX_END}) in the document")
+    return text[: start + len(MATRIX_BEGIN)] + "\n" + matrix_markdown() + "\n" + text[end:]
 
 
 def has_tensorrt(profile: DeviceProfile) -> bool:

@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, numpy_helper, shape_inference
 
 from edge_gmm.config import read_mapping
-from edge_gmm.export.targets import OPS_TABLE
+from edge_gmm.export.targets import OPS_TABLE, uses_tensorrt
 
 BAD_IO_TYPES = {TensorProto.BOOL: "bool", TensorProto.INT64: "int64", TensorProto.DOUBLE: "float64"}
 
@@ -85,7 +85,7 @@ def lint_onnx(model: onnx.ModelProto | str | Path, target, table: dict[str, str]
     except Exception as e:  # an invalid graph is itself a lint failure
         report.add("<model>", "shape inference", str(e).splitlines()[0])
 
-    trt = bool(getattr(target, "tensorrt_version", "")) and getattr(target, "runtime", "tensorrt") == "tensorrt"
+    trt = uses_tensorrt(target)
     table = table if table is not None else (load_op_table() if trt else {})
     trt_version = _version(getattr(target, "tensorrt_version", "") or "0")
     inits = {i.name: i for i in g.initializer}

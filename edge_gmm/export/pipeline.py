@@ -22,6 +22,7 @@ from edge_gmm.export import evaluate as ev
 from edge_gmm.export.gates import ExportGateError, check_parity, check_quantized
 from edge_gmm.export.lint import lint_onnx
 from edge_gmm.runtime.bundle import MANIFEST, TensorSpec, write_bundle
+from edge_gmm.runtime.golden import GOLDEN_FILE, GOLDEN_WINDOWS
 
 PARITY_WINDOWS = 64  # torch-vs-ONNX parity on this many evaluation windows
 PROBE_WINDOWS = 16  # windows for the per-layer INT8 error probe
@@ -95,6 +96,32 @@ def torch_outputs(model, windows, modalities: list[str], limit: int, chunk: int 
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def write_golden(tmp: Path, fp32: Path, artifacts: dict, windows, modalities: list[str], batch: int,
+                 inputs: list[dict], outputs: list[dict]) -> tuple[dict, Path]:
+    """golden.npz (runtime/golden.py): GOLDEN_WINDOWS evaluation windows, spread evenly, with the FP32 ONNX's
+    outputs; and the manifest's `golden` entry, recording each shipped artifact's error on them here."""
+    from edge_gmm.runtime.golden import encode_golden, relative_error
+
+    subset = _even_subset(windows, GOLDEN_WINDOWS)
+    feeds = list(ev.iter_feeds(subset, modalities, batch))
+    refs = _feed_outputs(fp32, feeds)
+    errors = {p: max(relative_error(_feed_outputs(path, feeds), refs).values()) for p, path in artifacts.items()}
+    path = tmp / GOLDEN_FILE
+    path.write_bytes(encode_golden(feeds, refs, [TensorSpec.from_dict(t) for t in inputs],
+                                   [TensorSpec.from_dict(t) for t in outputs]))
+    entry = {"file": GOLDEN_FILE, "windows": ev.n_windows(subset), "feeds": len(feeds), "reference": "fp32",
+             "source": "evaluation windows, spread evenly", "export_error": errors}
+    return entry, path
+
+
+def _feed_outputs(path: Path, feeds: list[dict]) -> dict[str, np.ndarray]:
+    """Every output of the ONNX at `path` for each feed: name -> (feeds, *shape)."""
+    sess = ev.session(path)
+    names = [o.name for o in sess.get_outputs()]
+    rows = [sess.run(names, feed) for feed in feeds]
+    return {n: np.stack([r[i] for r in rows]) for i, n in enumerate(names)}
+
+
 def _io_specs(onnx_path: Path) -> tuple[list[dict], list[dict]]:
     import onnx
     from onnx import helper
@@ -156,7 +183,7 @@ def export_model(
     with tempfile.TemporaryDirectory(prefix="edge-gmm-export-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        fp32 = export_onnx(model, tmp / "fp32.onnx", batch=target.batch, opset=target.opset)
+        fp32 = export_onnx(model, tmp / "fp32.onnx", batch=target.batch, opset=target.opset, target=target)
         proto = onnx.load(str(fp32))
         onnx.checker.check_model(proto, full_check=True)  # full_check runs strict shape inference too
         timings["export_s"] = time.perf_counter() - t0
@@ -246,7 +273,8 @@ def export_model(
             "lint": lint.to_dict(),
             "target": to_dict(target),
         }
-        bundle = write_bundle(out, manifest, artifacts, sign_key=sign_key)
+        manifest["golden"], golden_path = write_golden(tmp, fp32, artifacts, eval_windows, modalities, target.batch, inputs, outputs)
+        bundle = write_bundle(out, manifest, artifacts, sign_key=sign_key, extra_files={GOLDEN_FILE: golden_path})
     import json
 
     return ExportResult(bundle, json.loads((bundle / "manifest.json").read_text()), timings)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from edge_gmm.config import ExportTarget, load_config
+from edge_gmm.config import ExportTarget, load_config, read_mapping
 from edge_gmm.errors import ConfigError
 
 from edge_gmm.resources import shipped_dir, toml_files
@@ -13,6 +14,11 @@ from edge_gmm.resources import shipped_dir, toml_files
 # The shipped export/ folder; EDGE_GMM_TARGETS (os.pathsep-separated folders) is searched first.
 TARGETS_DIR = shipped_dir("export")
 OPS_TABLE = TARGETS_DIR / "tensorrt-onnx-ops.toml"
+# The oldest TensorRT the runner can drive: the named-tensor API (set_tensor_address, execute_async_v3) is 8.5+.
+MIN_TENSORRT = (8, 5)
+# Node-name pattern of a decomposed LayerNormalization (export/rewrites.py); kept FP32 under FP16 because its
+# squared deviation overflows fp16 where the native layer would not.
+DECOMPOSED_FP32 = "ln_fp32/"
 
 
 def target_files() -> dict[str, Path]:
@@ -43,8 +49,47 @@ def load_target(name_or_path: str | os.PathLike) -> ExportTarget:
     return target
 
 
-def list_targets() -> list[ExportTarget]:
-    return [load_target(f) for _, f in sorted(target_files().items())]
+def list_targets(include_unsupported: bool = False) -> list[ExportTarget]:
+    """Every shipped target that `export` accepts (with include_unsupported, also those it refuses)."""
+    out = []
+    for _, f in sorted(target_files().items()):
+        raw = load_config(f, ExportTarget)
+        if not support_problem(raw):
+            out.append(load_target(f))
+        elif include_unsupported:
+            out.append(raw)
+    return out
+
+
+def trt_version(text: str) -> tuple[int, ...]:
+    """'8.5' -> (8, 5); '10.x' -> (10,); '' -> (0,)."""
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3]) or (0,)
+
+
+def uses_tensorrt(target) -> bool:
+    return bool(getattr(target, "tensorrt_version", "")) and getattr(target, "runtime", "tensorrt") == "tensorrt"
+
+
+def op_table(path: Path = OPS_TABLE) -> dict[str, str]:
+    """op -> the TensorRT version whose ONNX parser first takes it."""
+    return {k: str(v) for k, v in read_mapping(path).get("ops", {}).items()}
+
+
+def op_supported(op: str, target, table: dict[str, str] | None = None) -> bool:
+    """Whether the target's TensorRT parser takes `op` (default domain); an ORT target takes every op."""
+    if not uses_tensorrt(target):
+        return True
+    since = (table if table is not None else op_table()).get(op)
+    return since is not None and trt_version(since) <= trt_version(target.tensorrt_version)
+
+
+def support_problem(t: ExportTarget) -> str:
+    """Why edge-gmm cannot serve this target ('' = it can)."""
+    if uses_tensorrt(t) and trt_version(t.tensorrt_version) < MIN_TENSORRT:
+        return (f"TensorRT {t.tensorrt_version} is not supported: the runner needs TensorRT "
+                f"{'.'.join(map(str, MIN_TENSORRT))}+ (named-tensor API); JetPack 4 boards (Jetson Nano, TensorRT 8.2, "
+                "Python 3.6) cannot run edge-gmm")
+    return ""
 
 
 def _check(t: ExportTarget, where: str) -> None:
@@ -58,3 +103,9 @@ def _check(t: ExportTarget, where: str) -> None:
         raise ConfigError(f"export target {where}: a tensorrt target must state tensorrt_version")
     if t.dla_core >= 0 and t.runtime != "tensorrt":
         raise ConfigError(f"export target {where}: dla_core needs runtime = 'tensorrt'")
+    problem = support_problem(t)
+    if problem:
+        raise ConfigError(f"export target {where}: {problem}",
+                          hint="pick a JetPack 5.1+ target (`edge-gmm devices list` shows the matrix)")
+    if not op_supported("LayerNormalization", t) and DECOMPOSED_FP32 not in t.fp32_layers:
+        t.fp32_layers = [*t.fp32_layers, DECOMPOSED_FP32]  # the decomposed LayerNorm stays FP32 (see above)

@@ -15,8 +15,11 @@ import torch
 LOGMEL_PREFIX = "logmel/"
 
 
-def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18) -> Path:
-    """Write `model` (a GMM) to `path` for a fixed batch size; returns the path."""
+def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18, target=None) -> Path:
+    """Write `model` (a GMM) to `path` for a fixed batch size; returns the path.
+
+    With an export `target`, ops its TensorRT cannot parse are rewritten (export/rewrites.py) and the rewrites
+    are recorded in the model's metadata (`edge_gmm.rewrites`); parity against torch is the caller's check."""
     import onnx
 
     path = Path(path)
@@ -31,6 +34,12 @@ def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18) -> Pat
     program.save(str(path))
     proto = onnx.load(str(path))
     tag_logmel_nodes(proto)
+    if target is not None:
+        from edge_gmm.export.rewrites import rewrite_for_target
+
+        applied = rewrite_for_target(proto, target)
+        if applied:
+            proto.metadata_props.add(key="edge_gmm.rewrites", value=",".join(applied))
     onnx.save(proto, str(path))
     return path
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import sys
 import threading
 
 from edge_gmm.errors import DeviceError, MissingDependencyError
@@ -35,6 +36,11 @@ class EmbeddedBroker:
         try:
             from amqtt.broker import Broker
         except ImportError:
+            if sys.version_info < (3, 10):  # amqtt 0.11+ needs 3.10, so `[device]` leaves it out below that
+                raise MissingDependencyError(
+                    "the embedded broker needs amqtt, which needs Python 3.10+",
+                    hint="run a broker (apt install mosquitto) and pass --mqtt mqtt://HOST:1883",
+                ) from None
             raise MissingDependencyError("the embedded broker needs amqtt: pip install amqtt") from None
         for name, level in (("amqtt", logging.ERROR), ("transitions", logging.WARNING)):
             if logging.getLogger(name).level == logging.NOTSET:  # amqtt warns on every refused client

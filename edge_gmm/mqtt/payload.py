@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import pkgutil
 import re
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from edge_gmm.errors import DataError, MissingDependencyError
@@ -109,8 +109,8 @@ def _num(v: Any) -> float | None:
 
 @lru_cache(maxsize=None)
 def load_schema(kind: str) -> dict[str, Any]:
-    text = resources.files("edge_gmm.mqtt").joinpath("schema", f"{kind}.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    # pkgutil, not importlib.resources.files (3.9+): the device side runs on Python 3.8
+    return json.loads(pkgutil.get_data("edge_gmm.mqtt", f"schema/{kind}.schema.json").decode("utf-8"))
 
 
 @lru_cache(maxsize=None)

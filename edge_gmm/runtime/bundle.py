@@ -6,6 +6,7 @@ A bundle is a directory (or a .tar of one) holding:
     manifest.json.sha256   sha256 of manifest.json: catches accidental corruption of the manifest itself
     manifest.json.sig      optional ed25519 signature over the manifest bytes (raw 64 bytes)
     model.<precision>.onnx the artifacts, each listed in the manifest with its sha256
+    golden.npz             golden windows and FP32 reference outputs (runtime/golden.py), hashed in the manifest's files
     engines/               TensorRT engines built on the device (not part of the signed content)
 
 The signature covers the manifest, and the manifest covers every artifact by hash, so one signature
@@ -347,7 +348,7 @@ def check_manifest(m: Any, *, where: str = MANIFEST) -> None:
     need(isinstance(m["model"], dict) and isinstance(m["model"].get("name"), str), "'model' must be an object with a string 'name'")
     for key in ("sensors", "tasks"):
         need(isinstance(m[key], list) and all(isinstance(x, dict) for x in m[key]), f"'{key}' must be a list of objects")
-    for key in ("window", "target", "normalization", "metrics", "lint"):
+    for key in ("window", "target", "normalization", "metrics", "lint", "golden"):
         need(isinstance(m.get(key, {}), dict), f"'{key}' must be an object")
     need(isinstance(m.get("modalities", []), list) and all(isinstance(x, str) for x in m.get("modalities", [])),
          "'modalities' must be a list of input names")
@@ -435,13 +436,21 @@ def write_bundle(
         files[rel] = sha256_file(out / rel)
     if files:
         m["files"] = files
+    write_manifest(out, m, sign_key=sign_key)
+    return out
+
+
+def write_manifest(out: str | Path, m: dict, *, sign_key: str | Path | None = None) -> None:
+    """manifest.json, its .sha256 and (with `sign_key`) its signature; without one, a stale signature is removed."""
+    out = Path(out)
     check_manifest(m, where=str(out / MANIFEST))
     mbytes = (json.dumps(m, indent=2, sort_keys=False) + "\n").encode()
     (out / MANIFEST).write_bytes(mbytes)
     (out / MANIFEST_SUM).write_text(hashlib.sha256(mbytes).hexdigest() + "  " + MANIFEST + "\n")
     if sign_key is not None:
         (out / SIGNATURE).write_bytes(load_private_key(sign_key).sign(mbytes))
-    return out
+    elif (out / SIGNATURE).exists():
+        (out / SIGNATURE).unlink()
 
 
 def pack_tar(bundle_dir: str | Path, tar_path: str | Path) -> Path:

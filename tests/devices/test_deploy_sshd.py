@@ -81,14 +81,16 @@ def broker(tmp_path_factory):
     b.stop()
 
 
-def _variant(base: Path, out: Path, version: str, model_bytes: bytes | None = None, sign_key: Path | None = None) -> Path:
-    """The same bundle as `base` under another version (and optionally other model bytes), written properly."""
+def _variant(base: Path, out: Path, version: str, model_bytes: bytes | None = None, sign_key: Path | None = None,
+             extra: dict | None = None) -> Path:
+    """The same bundle as `base` under another version (optionally other model bytes, `extra` manifest keys), written properly."""
     from edge_gmm.runtime.bundle import write_bundle
 
     m = json.loads((base / "manifest.json").read_text())
     for k in ("artifacts", "format", "format_version"):
         m.pop(k)
     m["model"]["version"] = version
+    m.update(extra or {})
     onnx = out.parent / f"{out.name}.onnx"
     onnx.write_bytes(model_bytes if model_bytes is not None else (base / "model.fp32.onnx").read_bytes())
     return write_bundle(out, m, {"fp32": onnx}, sign_key=sign_key)
@@ -102,7 +104,12 @@ def bundles(tmp_path_factory):
         "v1": v1,
         "v2": _variant(v1, d / "v2", "0.0.2"),
         "broken": _variant(v1, d / "broken", "0.0.9", model_bytes=b"this is not an ONNX model"),
+        # the engine is fine (the check passes), but `run` refuses the manifest's postprocess: the loop fails to start
+        "bad_post": _variant(v1, d / "bad-post", "0.0.8", extra=BAD_POSTPROCESS),
     }
+
+
+BAD_POSTPROCESS = {"postprocess": {"tasks": {"state": {"bogus": 1}}}}
 
 
 class Device:
@@ -166,7 +173,8 @@ def running(sshd, broker, bundles, tmp_path_factory):
 def test_clean_deploy_brings_the_loop_up_redeploy_is_a_noop_and_a_new_version_replaces_it(device, bundles, cli):
     code, out, err = cli(*device.args(bundles["v1"]))
     assert code == 0, err
-    assert "[8/8] wait for status" in out and "online" in out
+    assert "[9/9] wait for status" in out and "online" in out
+    assert "[6/9] check engine" in out and "no golden windows in this bundle" in out  # an older bundle still deploys
     assert device.current().startswith("releases/fingerprint-0.0.1-")
     status = device.status()
     assert status["state"] == "online" and status["model"]["version"] == "0.0.1"
@@ -203,7 +211,7 @@ def test_a_bundle_that_fails_verification_here_is_refused_before_the_device_is_t
         code, out, err = cli(*running.args(*args))
         assert code == 2, (args, out)
         assert "fails verification here, so nothing was sent" in err and why in err and "Traceback" not in err
-        assert "[1/8]" not in out  # nothing remote was touched
+        assert "[1/9]" not in out  # nothing remote was touched
     assert not (running.home / "staging").exists() or not any((running.home / "staging").iterdir())
     assert running.current().startswith("releases/fingerprint-0.0.1-")
     assert running.state()["child_pid"] == before and _alive(before)
@@ -284,23 +292,77 @@ def test_a_rolled_back_deploy_restores_the_trusted_key_it_replaced(device, bundl
 
     assert cli(*device.args(bundles["v1"]))[0] == 0  # unsigned, no trusted key yet
     signer, pub = generate_keypair(tmp_path / "ours")
-    broken = _variant(bundles["v1"], tmp_path / "broken", "0.0.9", model_bytes=b"not an ONNX model", sign_key=signer)
+    broken = _variant(bundles["v1"], tmp_path / "broken", "0.0.9", sign_key=signer, extra=BAD_POSTPROCESS)
     code, _, err = cli(*device.args(broken, "--pubkey", str(pub), "--timeout", "60"))
     assert code == 2 and "rolled back to releases/fingerprint-0.0.1-" in err and "online again" in err
     assert not (device.home / "trust" / "bundle.pub").exists()  # the unsigned v1 runs as before
     assert device.status()["model"]["version"] == "0.0.1"
 
 
-def test_a_new_release_whose_loop_fails_to_start_is_rolled_back(running, bundles, cli):
+def test_a_model_the_device_cannot_load_is_refused_by_the_engine_check_before_the_switch(running, bundles, cli):
+    before = running.state()["child_pid"]
     code, out, err = cli(*running.args(bundles["broken"], "--timeout", "60"))
+    assert code == 2, out
+    assert "the engine check failed on the device: the device's doctor refused the bundle" in err
+    assert "cannot load this model" in err and "nothing was switched" in err and "result:   refused" in out
+    assert running.current().startswith("releases/fingerprint-0.0.1-") and running.state()["child_pid"] == before
+
+
+def test_a_new_release_whose_loop_fails_to_start_is_rolled_back(running, bundles, cli):
+    code, out, err = cli(*running.args(bundles["bad_post"], "--timeout", "60"))
     assert code == 2
     assert "rolled back to releases/fingerprint-0.0.1-" in err and "online again" in err
     # why: the loop's first crash ended the wait (not the 60 s timeout), with the loop's own last log lines
-    assert "exited with code 2 before reporting online" in err and "cannot load this model" in err
+    assert "exited with code 2 before reporting online" in err and "unknown key 'bogus'" in err
     assert running.current().startswith("releases/fingerprint-0.0.1-")
     assert not (running.home / "previous").exists()  # restored as it was: v1 had no predecessor
     assert running.status()["model"]["version"] == "0.0.1"
     assert _alive(running.state()["child_pid"])
+
+
+def _with_golden(base: Path, out: Path, version: str, sign_key: Path, *, alter: bool = False) -> Path:
+    """`base` under another version, signed, carrying golden windows whose references its own FP32 ONNX computed
+    (`alter`: then swapped for other classes and re-signed, so every hash and the signature still verify)."""
+    import numpy as np
+
+    from edge_gmm.runtime.bundle import Bundle
+    from edge_gmm.runtime.golden import attach_golden
+    from edge_gmm.runtime.runners.onnxrt import OnnxRuntimeRunner
+
+    b = Bundle.open(_variant(base, out, version, sign_key=sign_key))
+    rng = np.random.default_rng(3)
+    feeds = [{t.name: rng.normal(size=t.shape).astype(t.dtype) for t in b.inputs} for _ in range(8)]
+    for f in feeds:
+        f["mask"] = (rng.random(f["mask"].shape) > 0.3).astype(np.float32)
+    with OnnxRuntimeRunner(b) as r:
+        rows = [r.infer(f) for f in feeds]
+    refs = {t.name: np.stack([row[t.name] for row in rows]) for t in b.outputs}
+    if alter:
+        refs["logits_state"] = np.roll(refs["logits_state"], 1, axis=-1)  # every top-1 moves to another class
+    attach_golden(out, feeds, refs, sign_key=sign_key)
+    return out
+
+
+def test_deploy_checks_the_engine_on_the_device_and_refuses_to_switch_to_one_that_disagrees(device, bundles, cli, tmp_path):
+    from edge_gmm.runtime.bundle import generate_keypair
+
+    signer, pub = generate_keypair(tmp_path / "ours")
+    good = _with_golden(bundles["v1"], tmp_path / "good", "0.1.0", signer)
+    code, out, err = cli(*device.args(good, "--pubkey", str(pub)))
+    assert code == 0, err
+    assert "[6/9] check engine" in out and "onnxrt fp32: 8 golden windows agree with fp32 (state 100.0%" in out
+    rel, pid = device.current(), device.state()["child_pid"]
+
+    bad = _with_golden(bundles["v1"], tmp_path / "bad", "0.1.1", signer, alter=True)
+    code, out, err = cli(*device.args(bad, "--pubkey", str(pub)))
+    assert code == 2, out
+    assert "verified on the device" in out  # hashes and signature passed: only the numbers are wrong
+    assert "result:   mismatch" in out and "top-1 agreement with fp32 0.0%" in out  # the report, printed
+    assert "the engine check failed on the device: this engine is not the model you validated" in err
+    assert "nothing was switched" in err and "[7/9]" not in out
+    assert device.current() == rel and device.state()["child_pid"] == pid and _alive(pid)  # the old release runs on
+    assert device.status()["model"]["version"] == "0.1.0"
+    assert not any("0.1.1" in p.name for p in (device.home / "releases").iterdir())  # the refused release is gone
 
 
 def test_a_wrong_key_is_refused_here_and_the_profile_must_fit(device, bundles, cli, tmp_path):
@@ -317,7 +379,7 @@ def test_a_wrong_key_is_refused_here_and_the_profile_must_fit(device, bundles, c
     args[args.index("cpu-x86_64")] = "jetson-orin-nano"
     code, out, err = cli(*args)
     assert code == 2 and "x86_64 but profile jetson-orin-nano is for aarch64" in err
-    assert "[2/8]" not in out  # stopped at the check, before touching anything
+    assert "[2/9]" not in out  # stopped at the check, before touching anything
 
 
 def test_unknown_host_key_is_refused_unless_accepted(sshd, tmp_path):

@@ -151,6 +151,7 @@ def test_dry_run_prints_every_command_and_file_and_connects_to_nothing(bundle, t
         "edge-gmm bundle verify /home/nvidia/edge-gmm/staging/fingerprint-0.0.1-",
         f"--pubkey {home}/config/bundle.pub",
         "edge-gmm engine build /home/nvidia/edge-gmm/releases/fingerprint-0.0.1-",  # the Orin Nano has TensorRT
+        "edge-gmm doctor --bundle /home/nvidia/edge-gmm/releases/fingerprint-0.0.1-",  # checked before the switch
         f"ln -sfn releases/fingerprint-0.0.1-",
         f"mv -T {home}/.current.tmp {home}/current",
         f"> write {home}/config/sources.yaml",
@@ -166,7 +167,7 @@ def test_dry_run_prints_every_command_and_file_and_connects_to_nothing(bundle, t
     for piece in expected:
         assert piece in out, piece
     assert "s3cret" not in out + err
-    assert [l[:5] for l in out.splitlines() if l.startswith("[")] == [f"[{i}/8]" for i in range(1, 9)]
+    assert [l[:5] for l in out.splitlines() if l.startswith("[")] == [f"[{i}/9]" for i in range(1, 10)]
 
 
 def test_sources_must_be_a_local_file_or_a_uri(bundle, cli):
@@ -186,3 +187,17 @@ def test_templates_ship_with_the_repository():
     assert (root / "systemd" / "edge-gmm.service.in").is_file() and (root / "systemd" / "edge-gmm.env.in").is_file()
     rules = (root / "udev" / "99-edge-gmm-serial.rules").read_text()
     assert 'GROUP="dialout"' in rules and "ID_MM_DEVICE_IGNORE" in rules
+
+
+def test_the_engine_check_opens_the_engine_the_service_will_run(bundle, cli):
+    from edge_gmm.devices.deploy.engine_check import run_flags
+
+    assert run_flags(["--speed", "1", "--runner", "onnxrt", "--precision=fp16", "--threads", "2"]) == \
+        ["--runner", "onnxrt", "--precision=fp16", "--threads", "2"]
+    code, out, err = cli("deploy", bundle, "--host", "nvidia@192.0.2.10", "--profile", "jetson-orin-nano",
+                         "--sources", "synth://machine-health", "--mqtt", "mqtt://broker.lan", "--device-id", "j1",
+                         "--run-args", "--runner tensorrt --speed 1", "--dry-run")  # fmt: skip
+    assert code == 0, err
+    doctor = next(line for line in out.splitlines() if "edge-gmm doctor --bundle" in line)
+    assert "--json --runner tensorrt" in doctor and "--speed" not in doctor
+    assert out.index("[6/9] check engine") < out.index("edge-gmm doctor --bundle") < out.index("[7/9] switch")

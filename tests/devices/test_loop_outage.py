@@ -5,6 +5,8 @@ env over a pty, the serial bridge reading it, a live synthetic microphone, real 
 Killing the emulator closes the pty (as unplugging a board does); starting it again re-creates the link.
 """
 
+from __future__ import annotations
+
 import itertools
 import subprocess
 import sys

@@ -1,6 +1,7 @@
 """Device profiles: the shipped TOMLs load strictly, names resolve, and the Nano never builds INT8."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_every_shipped_profile_loads_and_is_named_like_its_file():
     found = {p.name for p in profiles.list_profiles()}
     assert REQUIRED <= found
     for name in found:
-        prof = profiles.load_profile(name)
+        prof = profiles.load_profile(name, allow_unsupported=True)
         assert profiles.profile_file(name).stem == prof.name
         assert prof.default_target
 
@@ -33,7 +34,7 @@ def test_jetson_facts_that_deploy_and_engine_build_rely_on():
 
 
 def test_original_nano_downgrades_int8_to_fp16_with_a_warning():
-    nano = profiles.load_profile("jetson-nano")
+    nano = profiles.load_profile("jetson-nano", allow_unsupported=True)
     assert profiles.pick_precision(nano, "int8")[0] == "fp16"
     assert "INT8" in profiles.pick_precision(nano, "int8")[1]
     assert profiles.pick_precision(nano, "fp16") == ("fp16", None)
@@ -76,3 +77,48 @@ def test_devices_cli_list_and_show(cli):
     code, _, err = cli("devices", "show", "no-such-board")
     assert code == 2 and "unknown device profile" in err and "Traceback" not in err
     assert isinstance(profiles.load_profile("cpu-x86_64"), DeviceProfile)
+
+
+JETPACK_MATRIX = {  # profile -> (JetPack, TensorRT, Python, max opset)
+    "jetson-xavier-nx": ("5.1.3", "8.5", "3.8", 17), "jetson-agx-xavier": ("5.1.3", "8.5", "3.8", 17),
+    "jetson-orin-nx-jp5": ("5.1.3", "8.5", "3.8", 17), "jetson-agx-orin-jp5": ("5.1.3", "8.5", "3.8", 17),
+    "jetson-orin-jp6.0": ("6.0", "8.6", "3.10", 17), "jetson-orin-nano": ("6.2", "10.3", "3.10", 20),
+    "jetson-agx-thor": ("7.0", "10.13", "3.12", 24), "jetson-orin-jp7.2": ("7.2", "10.16", "3.12", 24),
+}
+
+
+def test_the_jetpack_matrix_has_each_jetpack_with_its_tensorrt_python_and_opset():
+    for name, facts in JETPACK_MATRIX.items():
+        p = profiles.load_profile(name)
+        assert (p.jetpack, p.tensorrt, p.python, p.max_opset) == facts, name
+        assert not profiles.support_problem(p) and p.memory_gb > 0
+
+
+def test_jetpack4_nano_is_refused_with_the_reason_but_still_listed():
+    with pytest.raises(ConfigError, match="not supported: its Python 3.6 .* TensorRT 8.2"):
+        profiles.load_profile("jetson-nano")  # what deploy and engine build call
+    nano = profiles.load_profile("jetson-nano", allow_unsupported=True)
+    assert "NOT SUPPORTED" in nano.description
+    row = next(r for r in profiles.matrix_rows() if r["name"] == "jetson-nano")
+    assert row["supported"] == "no" and row["target"] == "-"
+
+
+def test_user_profile_with_an_old_python_is_refused(tmp_path):
+    f = tmp_path / "old.toml"
+    f.write_text('name = "old"\npython = "3.7"\n')
+    with pytest.raises(ConfigError, match="Python 3.7 is older than 3.8"):
+        profiles.load_profile(f)
+
+
+def test_deploy_md_matrix_is_generated_from_the_profiles():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    assert profiles.update_matrix(doc) == doc, "run `edge-gmm devices list --update-doc docs/deploy.md`"
+
+
+def test_devices_list_shows_the_matrix(cli):
+    code, out, _ = cli("devices", "list")
+    assert code == 0 and "jetpack" in out and "python" in out and "max_opset" in out
+    code, out, _ = cli("devices", "list", "--markdown")
+    assert code == 0 and out.strip() == profiles.matrix_markdown()
+    code, out, _ = cli("devices", "show", "jetson-nano")
+    assert code == 0 and "NOT SUPPORTED" in out

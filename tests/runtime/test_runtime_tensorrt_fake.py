@@ -1,191 +1,22 @@
 """The TensorRT runner's API-calling code (build, timing cache, precision pinning, engine cache, device
 buffers, execute_async_v3) driven against a stand-in of the tensorrt and cuda-python modules.
 
-TensorRT cannot be installed here (FIELD-NOTES), so this is the one place a fake is used: it implements
-only the API surface the runner calls, "runs" engines with onnxruntime on the engine's ONNX, and keeps
-"device memory" in numpy buffers moved with ctypes.memmove. It proves the runner's own logic and calls are
-consistent; it does not prove TensorRT accepts them (that needs a Jetson or a CUDA box with TensorRT).
+TensorRT cannot be installed here (FIELD-NOTES), so this is the one place a fake is used (trt_fake_api: the
+API surface of each TensorRT version, engines "run" with onnxruntime, "device memory" in numpy buffers). It
+proves the runner's own logic and calls are consistent; it does not prove TensorRT accepts them (that needs
+a Jetson or a CUDA box with TensorRT). The per-version branches are in test_runtime_tensorrt_versions.py.
 """
 
-import ctypes
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 from test_runtime_bundle import manifest_stub, tiny_onnx
+from trt_fake_api import install_fakes
 
 from edge_gmm.config import ExportTarget
 from edge_gmm.runtime.bundle import write_bundle
 from edge_gmm.runtime.runners import create_runner
-
-
-def fake_tensorrt(calls):
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0"
-    trt.float32, trt.float16, trt.int32 = "float32", "float16", "int32"
-    trt.Logger = type("Logger", (), {"WARNING": 2, "ERROR": 1, "__init__": lambda self, level=2: None})
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK", OBEY_PRECISION_CONSTRAINTS="OBEY")
-    trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.nptype = lambda dt: np.float32
-
-    class Layer:
-        def __init__(self, name):
-            self.name, self.precision, self.out_types, self.num_outputs = name, None, {}, 1
-
-        def get_output(self, j):
-            return types.SimpleNamespace(dtype=trt.float32)
-
-        def set_output_type(self, j, dt):
-            self.out_types[j] = dt
-
-    class Network:
-        layers = []
-        num_layers = property(lambda self: len(self.layers))
-
-        def get_layer(self, i):
-            return self.layers[i]
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            self.network = network
-
-        def parse_from_file(self, path):
-            import onnx
-
-            self.network.onnx = path
-            self.network.layers = [Layer(n.name) for n in onnx.load(path).graph.node]
-            return True
-
-    class Cache:
-        def __init__(self, data):
-            self.data = data
-
-        def serialize(self):
-            return self.data + b"+timings"
-
-    class Config:
-        def __init__(self):
-            self.flags, self.pool, self.default_device_type, self.DLA_core, self.cache = [], {}, "GPU", -1, None
-
-        def set_memory_pool_limit(self, pool, n):
-            self.pool[pool] = n
-
-        def set_flag(self, f):
-            self.flags.append(f)
-
-        def create_timing_cache(self, data):
-            return Cache(bytes(data))
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-
-        def get_timing_cache(self):
-            return self.cache
-
-    class Builder:
-        num_DLA_cores = 2
-
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def build_serialized_network(self, network, config):
-            pinned = [layer.name for layer in network.layers if layer.precision == trt.float32 and layer.out_types]
-            calls.append({"flags": config.flags, "pool": config.pool, "pinned": pinned, "device": config.default_device_type})
-            return json.dumps({"onnx": network.onnx}).encode()
-
-    class Context:
-        def __init__(self, engine):
-            self.engine, self.addr = engine, {}
-
-        def set_tensor_address(self, name, ptr):
-            self.addr[name] = ptr
-
-        def execute_async_v3(self, stream):
-            feed = {i.name: _read(self.addr[i.name], i.shape) for i in self.engine.sess.get_inputs()}
-            for o, v in zip(self.engine.sess.get_outputs(), self.engine.sess.run(None, feed)):
-                ctypes.memmove(self.addr[o.name], np.ascontiguousarray(v, np.float32).ctypes.data, v.nbytes)
-            return True
-
-    class Engine:
-        def __init__(self, plan):
-            import onnxruntime as ort
-
-            self.sess = ort.InferenceSession(json.loads(plan)["onnx"], providers=["CPUExecutionProvider"])
-            self.io = [(i.name, "in", tuple(i.shape)) for i in self.sess.get_inputs()] + \
-                      [(o.name, "out", tuple(o.shape)) for o in self.sess.get_outputs()]
-            self.num_io_tensors = len(self.io)
-
-        def get_tensor_name(self, i):
-            return self.io[i][0]
-
-        def _get(self, name):
-            return next(t for t in self.io if t[0] == name)
-
-        def get_tensor_mode(self, name):
-            return self._get(name)[1]
-
-        def get_tensor_shape(self, name):
-            return self._get(name)[2]
-
-        def get_tensor_dtype(self, name):
-            return trt.float32
-
-        def create_execution_context(self):
-            return Context(self)
-
-    class Runtime:
-        DLA_core = -1
-
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return Engine(data)
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
-    return trt
-
-
-def _read(ptr, shape):
-    n = int(np.prod(shape))
-    return np.ctypeslib.as_array((ctypes.c_float * n).from_address(ptr)).reshape(shape).copy()
-
-
-def fake_cudart(memory):
-    rt = types.ModuleType("cuda.bindings.runtime")
-    rt.cudaError_t = types.SimpleNamespace(cudaSuccess=0)
-    rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
-    rt.cudaGetErrorString = lambda err: (0, b"fake error")
-    rt.cudaSetDevice = lambda i: (0,)
-    rt.cudaGetDeviceProperties = lambda i: (0, types.SimpleNamespace(name=b"FakeGPU", major=8, minor=7))
-    rt.cudaStreamCreate = lambda: (0, 7)
-    rt.cudaStreamSynchronize = rt.cudaStreamDestroy = lambda s: (0,)
-
-    def malloc(n):
-        buf = np.zeros(n, np.uint8)  # "device memory": a host buffer, kept alive here
-        memory[buf.ctypes.data] = buf
-        return 0, buf.ctypes.data
-
-    def memcpy(dst, src, n, kind, stream):
-        ctypes.memmove(dst, src, n)
-        return (0,)
-
-    rt.cudaMalloc, rt.cudaMemcpyAsync = malloc, memcpy
-    rt.cudaFree = lambda p: (0,) if memory.pop(p, None) is not None else (1,)
-    return rt
 
 
 @pytest.fixture(autouse=True)
@@ -197,17 +28,8 @@ def device_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fakes(monkeypatch):
-    calls, memory = [], {}
-    cuda = types.ModuleType("cuda")
-    bindings = types.ModuleType("cuda.bindings")
-    rt = fake_cudart(memory)
-    bindings.runtime = rt
-    cuda.bindings = bindings
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(calls))
-    monkeypatch.setitem(sys.modules, "cuda", cuda)
-    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
-    return calls, memory
+    state = install_fakes(monkeypatch, "10.3.0")  # JetPack 6.1/6.2's TensorRT
+    return state.calls, state.memory
 
 
 def test_runner_builds_caches_and_runs_the_engine_on_device_buffers(fakes, tmp_path):
@@ -223,7 +45,9 @@ def test_runner_builds_caches_and_runs_the_engine_on_device_buffers(fakes, tmp_p
     for k in expected:
         np.testing.assert_allclose(got[k], expected[k], rtol=1e-6)
     assert memory == {}  # every device buffer freed on deactivate
-    assert calls == [{"flags": ["FP16", "OBEY"], "pool": {"workspace": 256 << 20}, "pinned": ["pool"], "device": "GPU"}]
+    assert len(calls) == 1 and calls[0]["network_flags"] == 0  # 10.x: explicit batch only, weakly typed
+    assert {k: calls[0][k] for k in ("flags", "pool", "pinned", "device")} == \
+        {"flags": ["FP16", "OBEY_PRECISION_CONSTRAINTS"], "pool": {"workspace": 256 << 20}, "pinned": ["pool"], "device": "GPU"}
     assert engine.is_file() and engine.parent == b / "engines" and "fakegpu-sm87-trt10.3.0-fp16" in engine.name
     assert "trtexec" in engine.with_suffix(".trtexec.sh").read_text()
     assert next((b / "engines").glob("timing-*.cache")).read_bytes() == b"+timings"

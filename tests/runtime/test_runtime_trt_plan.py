@@ -107,3 +107,39 @@ def test_cli_engine_dry_run_prints_the_trtexec_line(tmp_path, cli):
     assert code == 0 and "trtexec --onnx=" in out and "--fp16" in out and "workspace:512M" in out
     code, _, err = cli("engine", "build", b)
     assert code == 2 and "tensorrt" in err
+
+
+ARTS16 = {**ARTS, "fp16": {"file": "model.fp16.onnx", "sha256": "c" * 64, "fp32_nodes": ["logmel/node_Conv_1"]}}
+
+
+def plan_on(version, precision, arts=ARTS16, **kw):
+    return plan_build(artifacts=arts, bundle_root=Path("/b"), engine_dir=Path("/e"), precision=precision,
+                      gpu=GpuInfo("GPU", "8.9", version, dla_cores=2), **kw)
+
+
+def test_tensorrt_11_builds_each_precision_from_its_own_graph_without_precision_flags():
+    for precision, onnx_file in (("fp32", "model.fp32.onnx"), ("fp16", "model.fp16.onnx"), ("int8", "model.int8.onnx")):
+        p = plan_on("11.1.0", precision)
+        assert p.strongly_typed and p.network_flags == ("STRONGLY_TYPED",) and p.onnx_path.name == onnx_file
+        assert p.flags == () and p.fp32_layer_names == ()
+        cmd = p.trtexec_command()
+        assert not {"--fp16", "--int8", "--precisionConstraints=obey"} & set(cmd)  # trtexec 11 has none of them
+    assert plan_on("11.1.0", "int8", dla_core=0).flags == ("GPU_FALLBACK",)
+
+
+def test_weakly_typed_tensorrt_keeps_flags_and_spells_explicit_batch_only_before_10():
+    p85, p10 = plan_on("8.5.2.2", "fp16"), plan_on("10.x", "fp16")  # "10.x": the x86-cuda profile's spelling
+    assert p85.network_flags == ("EXPLICIT_BATCH",) and p10.network_flags == ()
+    for p in (p85, p10):
+        assert not p.strongly_typed and p.onnx_path.name == "model.fp32.onnx" and "FP16" in p.flags
+
+
+def test_tensorrt_11_fp16_needs_the_fp16_artifact_and_old_tensorrt_is_refused():
+    from edge_gmm.errors import MissingDependencyError
+
+    with pytest.raises(ConfigError, match="strongly typed"):
+        plan_on("11.0", "fp16", arts=ARTS)
+    with pytest.raises(MissingDependencyError, match=r"TensorRT 8\.2 is too old"):
+        plan_on("8.2", "fp16")
+    with pytest.raises(ConfigError, match="cannot read the TensorRT version"):
+        plan_on("latest", "fp16")

@@ -147,7 +147,7 @@ def _parse_time(text: str, err) -> float:
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()  # "Z" parses only from 3.11
     except ValueError:
         raise err(f"timestamp {text!r} is neither a number nor an ISO date") from None
 

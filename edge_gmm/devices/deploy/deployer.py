@@ -6,12 +6,17 @@
     3 upload           bundle -> staging/<release> (skipped when releases/<release> exists)
     4 verify           `edge-gmm bundle verify` ON the device; refused -> staging removed, nothing switched
     5 engine           `edge-gmm engine build` on the device when the profile has TensorRT
-    6 switch           --pubkey installed as HOME/trust/bundle.pub; previous -> old current, current -> releases/<release>
-    7 service          env file (0600) + systemd unit or supervisor; restart
-    8 wait             the retained status shows the new model online; else roll back (and the trusted key) and say why
+    6 check engine     `edge-gmm doctor` on the device: golden windows through the engine the service will run;
+                       disagreement or failure -> the report is printed, the release removed, nothing switched
+    7 switch           --pubkey installed as HOME/trust/bundle.pub; previous -> old current, current -> releases/<release>
+    8 service          env file (0600) + systemd unit or supervisor; restart
+    9 wait             the retained status shows the new model online; else roll back (and the trusted key) and say why
 
 Redeploying the same bundle with the same settings to a running service changes nothing, but is still verified
 on the device. A release that `current` or `previous` points to is never deleted.
+
+The Deployer decides the order and prints the steps; the release tree (releases.py: ReleaseStore), the service
+(service.py: ServiceControl) and the engine check (engine_check.py) each do one job over the transport.
 """
 
 from __future__ import annotations
@@ -26,16 +31,17 @@ from typing import Callable
 from edge_gmm import __version__
 from edge_gmm.devices.deploy import remote
 from edge_gmm.devices.deploy.local import LocalBundle, build_wheel, version_tuple, wheel_command
-from edge_gmm.devices.deploy.remote import Layout, edge_gmm_cli, python_module, q, switch_link
+from edge_gmm.devices.deploy.releases import ReleaseStore
+from edge_gmm.devices.deploy.remote import Layout, edge_gmm_cli, q
+from edge_gmm.devices.deploy.service import ServiceControl
 from edge_gmm.devices.deploy.target import SshTarget
 from edge_gmm.devices.deploy.unit import ServiceSpec, fingerprint, render_env, render_unit
 from edge_gmm.errors import BundleError, ConfigError, DeviceError
 
-SUPERVISOR = "edge_gmm.devices.deploy.supervisor"
-STEPS = ("check device", "device package", "upload", "verify on device", "engine", "switch", "service", "wait for status")
+STEPS = ("check device", "device package", "upload", "verify on device", "engine", "check engine", "switch", "service",
+         "wait for status")
 _ARCH = {"arm64": "aarch64", "amd64": "x86_64"}
 _RUNNING = ("active", "running")
-_DEAD = ("failed", "dead", "exited", "stopped", "inactive")
 
 
 @dataclass
@@ -98,7 +104,8 @@ class Deployer:
         self.result = DeployResult(str(self.target), opts.device_id or "", self.bundle.release,
                                    {"name": self.bundle.name, "version": self.bundle.version})  # fmt: skip
         self._step_no = 0
-        self._watcher = None
+        self.store: ReleaseStore | None = None  # the release tree, once the device's facts are known
+        self.svc: ServiceControl | None = None  # the service, from step 8 on
 
     def _transport(self):
         from edge_gmm.devices.deploy.ssh import DryRunTransport, SshTransport
@@ -138,6 +145,7 @@ class Deployer:
             self._verify_here()
             self._check()
             self._package()
+            self.store = ReleaseStore(self.t, self.layout, self.facts)
             spec, env_text, env_shown, unit_text, fp = self._service_definition()
             if self._is_noop(fp):
                 self._noop()
@@ -145,6 +153,7 @@ class Deployer:
             new_in_staging = self._upload()
             self._verify(new_in_staging)
             self._engine()
+            self._check_engine(spec)
             self._switch()
             try:
                 self._service(spec, env_text, env_shown, unit_text)
@@ -155,8 +164,8 @@ class Deployer:
                 self._rollback(str(e).split("\n  hint:")[0])
             return self.result
         finally:
-            if self._watcher is not None:
-                self._watcher.stop()
+            if self.svc is not None:
+                self.svc.close()
             self.t.close()
 
     # ------------------------------------------------------------ 0 verify here, before anything remote
@@ -206,9 +215,12 @@ class Deployer:
                 f"{self.target} is {arch} but profile {self.profile.name} is for {self.profile.arch}",
                 hint="pick the profile of this device (`edge-gmm devices list`)",
             )
-        if version_tuple(f["python"]) < (3, 10):
+        from edge_gmm.devices.profiles import MIN_PYTHON  # the device side's floor: 3.8, JetPack 5's Python
+
+        if version_tuple(f["python"]) < MIN_PYTHON:
             raise DeviceError(
-                f"{self.target}: {f['executable']} is Python {f['python']}; edge-gmm needs 3.10 or newer",
+                f"{self.target}: {f['executable']} is Python {f['python']}; the edge-gmm device side needs "
+                f"{'.'.join(map(str, MIN_PYTHON))} or newer",
                 hint="install a newer Python on the device (e.g. a conda/venv) and pass --remote-python PATH",
             )
         need_mb = int(self.bundle.size_mb() * 2) + 100
@@ -356,10 +368,9 @@ class Deployer:
     def _upload(self) -> bool:
         rel = self.bundle.release
         self.step(STEPS[2], f"{self.bundle.path} ({self.bundle.size_mb():.1f} MB)")
-        if rel in self.facts.get("releases", []):
+        if not self.store.upload(self.bundle.root, rel, self.bundle.files()):
             self.done("skipped", f"already on the device: {self.layout.release(rel)}")
             return False
-        self.t.put_tree(self.bundle.root, self.layout.staging(rel), self.bundle.files())
         self.done("uploaded", f"{len(self.bundle.files())} files -> {self.layout.staging(rel)}")
         return True
 
@@ -376,10 +387,7 @@ class Deployer:
         if res.rc != 0:
             self._refused(res, where, in_staging)
         if in_staging:
-            self.t.run(
-                f"mkdir -p {q(self.layout.home + '/releases')} && mv -T {q(where)} {q(self.layout.release(rel))}",
-                what="move verified release into place",
-            )
+            self.store.promote(rel)
         self.done("ok", f"verified on the device: {self.layout.release(rel)}")
 
     def _refused(self, res, where: str, in_staging: bool) -> None:
@@ -388,14 +396,13 @@ class Deployer:
         msg = (res.err or res.out).strip().splitlines()
         reason = next((m for m in msg if "error:" in m), msg[-1] if msg else f"exit {res.rc}")
         reason = reason.split("error:", 1)[-1].strip()
-        running = self.facts.get("current") or "no release"
-        in_use = f"releases/{self.bundle.release}" in (self.facts.get("current"), self.facts.get("previous"))
-        if in_use:
+        running = self.store.current or "no release"
+        if self.store.in_use(self.bundle.release):
             kept = f"{where} is in use and was left as it is"
             hint = ("the copy on the device no longer matches (changed there?); with a trusted key installed the loop "
                     "refuses it at its next start: deploy a new version, or check --pubkey")
         else:
-            self.t.run(f"rm -rf {q(where)}", check=False, what="remove refused copy")
+            self.store.discard(where, "remove refused copy")
             kept = f"{'the upload' if in_staging else 'the stale copy ' + where} was removed"
             hint = "export the bundle again (or check --pubkey) and redeploy"
         raise DeviceError(
@@ -421,128 +428,52 @@ class Deployer:
             )
         self.done("built", (res.out.strip().splitlines() or [""])[-1])
 
-    # ------------------------------------------------------------ 6 switch
+    def _check_engine(self, spec: ServiceSpec) -> None:
+        """The device's engine must reproduce the bundle's golden windows before anything is switched."""
+        from edge_gmm.devices.deploy.engine_check import EngineCheck, summary
+
+        rel = self.bundle.release
+        self.step(STEPS[5], "golden windows through the device's engine (`edge-gmm doctor`)")
+        key_remote = f"{self.layout.config}/bundle.pub" if self.o.pubkey else None
+        try:
+            report = EngineCheck(self.t, self.cli, self.log).run(self.layout.release(rel), spec.extra_args, key_remote)
+        except DeviceError as e:
+            if not self.store.in_use(rel):  # a release that failed its check is never run: it goes, with its engine
+                self.store.discard(self.layout.release(rel), "remove the refused release")
+            running = self.store.current or "no release"
+            raise DeviceError(f"the engine check failed on the device: {e.args[0]}; nothing was switched "
+                              f"({running} keeps running)", hint=e.hint) from None
+        self.done("planned" if self.o.dry_run else "ok", "" if self.o.dry_run else summary(report))
+
+    # ------------------------------------------------------------ 7 switch
     def _switch(self) -> None:
         rel = f"releases/{self.bundle.release}"
-        self.step(STEPS[5])
-        self._old_current, self._old_previous = self.facts.get("current"), self.facts.get("previous")
-        self.result.previous = self._old_current
-        self._install_trusted_key()
-        if self._old_current == rel:
+        self.step(STEPS[6])
+        old = self.result.previous = self.store.current
+        if self.store.install_key(self._pubkey):
+            self.log(f"      trusted key installed: {self.layout.trusted_key} (unsigned or other-signed bundles are refused there)")
+        if not self.store.switch(self.bundle.release):
             self.done("unchanged", f"current -> {rel}")
             return
-        cmds = []
-        if self._old_current:
-            cmds.append(switch_link(self.layout.home, "previous", self._old_current))
-        cmds.append(switch_link(self.layout.home, "current", rel))
-        self.t.run(" && ".join(cmds), what="switch current")
-        self.done("switched", f"current -> {rel}" + (f", previous -> {self._old_current}" if self._old_current else ""))
+        self.done("switched", f"current -> {rel}" + (f", previous -> {old}" if old else ""))
 
-    def _install_trusted_key(self) -> None:
-        """--pubkey becomes the device's trusted key: from now on every `edge-gmm run` there requires a signature."""
-        self._key_installed = self._key_changes()
-        if self._key_installed:
-            self.t.put_bytes(self._pubkey or b"", self.layout.trusted_key)
-            self.log(f"      trusted key installed: {self.layout.trusted_key} (unsigned or other-signed bundles are refused there)")
-
-    def _restore_trusted_key(self) -> None:
-        """Rollback: the old release must start under the key it was verified with (or none)."""
-        if not getattr(self, "_key_installed", False):
-            return
-        old = self.facts.get("trust_key")
-        if old is not None:
-            self.t.put_bytes(old.encode(), self.layout.trusted_key)
-        else:
-            self.t.run(f"rm -f {q(self.layout.trusted_key)}", check=False, what="remove the new trusted key")
-
-    # ------------------------------------------------------------ 7 service, 8 wait
+    # ------------------------------------------------------------ 8 service, 9 wait
     def _service(self, spec: ServiceSpec, env_text: str, env_shown: str, unit_text: str) -> None:
-        self.step(STEPS[6], "systemd unit" if self.o.systemd else "supervisor (--no-systemd)")
+        self.step(STEPS[7], "systemd unit" if self.o.systemd else "supervisor (--no-systemd)")
+        self.svc = ServiceControl(self.t, self.layout, systemd=self.o.systemd, name=self.o.service, sudo=self.sudo,
+                                  python=self.python)
         if Path(self.o.sources).is_file():
             self.t.put_bytes(Path(self.o.sources).read_bytes(), spec.sources)
-        self.spec = spec
-        if self.o.systemd:
-            staged_env = f"{self.layout.config}/{self.o.service}.env"
-            staged_unit = f"{self.layout.config}/{self.o.service}.service"
-            self.t.put_bytes(env_text.encode(), staged_env, mode=0o600, shown=env_shown)
-            self.t.put_bytes(unit_text.encode(), staged_unit)
-            unit_path = f"/etc/systemd/system/{self.o.service}.service"
-            s = self.sudo
-            self.t.run(
-                f"{s}mkdir -p /etc/edge-gmm && {s}install -m 0600 -o root -g root {q(staged_env)} {q(spec.env_file)} && "
-                f"rm -f {q(staged_env)} && {s}install -m 0644 -o root -g root {q(staged_unit)} {q(unit_path)} && "
-                f"{s}systemctl daemon-reload && {s}systemctl enable {q(self.o.service)}",
-                what="install systemd unit",
-            )
-        else:
-            self.t.put_bytes(env_text.encode(), spec.env_file, mode=0o600, shown=env_shown)
-        self._start_watcher()
-        self._restart()
-        self.done("restarted", f"{self.o.service} ({'systemd' if self.o.systemd else 'supervisor, pid file in ' + self.layout.run_dir})")
-
-    def _restart(self) -> None:
-        self._mark = self._watcher.mark() if self._watcher else 0
-        if self.o.systemd:
-            s, name = self.sudo, q(self.o.service)
-            # reset-failed: a unit that hit its start limit refuses a plain restart
-            self.t.run(f"{s}systemctl reset-failed {name}; {s}systemctl restart {name}", check=False, what="restart service")
-            return
-        self.t.run(
-            python_module(
-                self.python, SUPERVISOR, "restart", "--run-dir", self.layout.run_dir, "--name", self.o.service,
-                "--env-file", self.spec.env_file, "--log", self.layout.log, "--", *self.spec.run_argv(),
-            ),
-            check=False,
-            what="restart supervisor",
-        )  # fmt: skip
-
-    def _start_watcher(self) -> None:
-        if not self.o.wait or self.o.dry_run or self._watcher is not None:
-            return
-        from edge_gmm.devices.deploy.status import StatusWatcher
-
-        self._watcher = StatusWatcher(self.o.status_mqtt or self.o.mqtt, self.result.device_id).start()
-
-    def _service_failure(self) -> str | None:
-        """Why the new loop failed to start, or None while it may still come up.
-
-        A loop that exits with an error before its status ever said online has failed to start: restarting it
-        (systemd Restart=on-failure, the supervisor) rarely fixes that, so the wait ends at the first crash.
-        """
-        if self.o.systemd:
-            res = self.t.run(
-                f"systemctl show {q(self.o.service)} -p ActiveState -p NRestarts -p ExecMainStatus", check=False
-            )
-            props = dict(line.split("=", 1) for line in res.out.splitlines() if "=" in line)
-            code = props.get("ExecMainStatus", "0")
-            if props.get("ActiveState") in ("failed", "inactive") or props.get("NRestarts", "0") not in ("", "0"):
-                return f"the loop exited with code {code} before reporting online (service {props.get('ActiveState')})"
-            return None
-        res = self.t.run(
-            python_module(self.python, SUPERVISOR, "status", "--run-dir", self.layout.run_dir, "--name", self.o.service),
-            check=False,
-        )
-        try:
-            state = json.loads(res.out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return None
-        if state.get("state") in _DEAD or state.get("last_exit") not in (None, 0):
-            return f"the loop exited with code {state.get('last_exit')} before reporting online ({state.get('state')})"
-        return None
-
-    def _log_tail(self, lines: int = 12) -> str:
-        if self.o.systemd:
-            cmd = f"{self.sudo}journalctl -u {q(self.o.service)} -n {lines} --no-pager -o cat"
-        else:
-            cmd = f"tail -n {lines} {q(self.layout.log)}"
-        return self.t.run(cmd, check=False).out.rstrip()
+        self.svc.install(spec, env_text, env_shown, unit_text)
+        if self.o.wait and not self.o.dry_run:
+            self.svc.watch(self.o.status_mqtt or self.o.mqtt, self.result.device_id)
+        self.svc.restart()
+        self.done("restarted", self.svc.describe())
 
     def _wait(self, fp: str) -> None:
-        self.step(STEPS[7], f"edge-gmm/v1/{self.result.device_id}/status online with {self.bundle.name} {self.bundle.version}")
+        self.step(STEPS[8], f"edge-gmm/v1/{self.result.device_id}/status online with {self.bundle.name} {self.bundle.version}")
         if self.o.wait and not self.o.dry_run:
-            status, why = self._watcher.wait_for(
-                self.bundle.name, self.bundle.version, timeout=self.o.timeout, since=self._mark, abort=self._service_failure
-            )
+            status, why = self.svc.wait_online(self.bundle.name, self.bundle.version, timeout=self.o.timeout)
             if why:
                 raise DeviceError(why)
             self.result.status = status
@@ -553,48 +484,30 @@ class Deployer:
 
     # ------------------------------------------------------------ rollback
     def _rollback(self, reason: str) -> None:
-        tail = self._log_tail()
-        old = self._old_current
+        tail = self.svc.log_tail()
+        old = self.store.current
         self.log(f"rollback: {reason}")
         came_back = ""
-        self._restore_trusted_key()
+        self.store.restore_key()
         if old and old != f"releases/{self.bundle.release}":
-            cmds = [switch_link(self.layout.home, "current", old)]
-            cmds.append(
-                switch_link(self.layout.home, "previous", self._old_previous)
-                if self._old_previous
-                else f"rm -f {q(self.layout.previous)}"
-            )
-            self.t.run(" && ".join(cmds), what="rollback switch")
-            self._restart()
+            self.store.switch_back()
+            self.svc.restart()
             back = (self.facts.get("deployed") or {})
-            if self._watcher and back.get("name"):
-                status, why = self._watcher.wait_for(
-                    back["name"], str(back.get("version")), timeout=min(self.o.timeout, 60), since=self._mark,
-                    abort=self._service_failure,
-                )  # fmt: skip
+            if self.svc.watcher and back.get("name"):
+                _, why = self.svc.wait_online(back["name"], str(back.get("version")), timeout=min(self.o.timeout, 60))
                 came_back = "; it is online again" if not why else f"; but it did not come back either: {why}"
                 if not why:
                     self.t.put_bytes(json.dumps(back).encode(), self.layout.deployed_state)
             where = f"rolled back to {old}{came_back}"
         else:
-            self._stop_service()
-            self.t.run(f"rm -f {q(self.layout.current)}", check=False)
+            self.svc.stop()
+            self.store.remove_current()
             where = "no previous release to roll back to: the service is stopped"
         self.result.rolled_back = True
         raise DeviceError(
             f"deploy of {self.bundle.release} failed: {reason}; {where}",
             hint="last lines of the loop's log:\n" + ("\n".join("    " + l for l in tail.splitlines()) or "    (empty)"),
         )
-
-    def _stop_service(self) -> None:
-        if self.o.systemd:
-            self.t.run(f"{self.sudo}systemctl stop {q(self.o.service)}", check=False)
-        else:
-            self.t.run(
-                python_module(self.python, SUPERVISOR, "stop", "--run-dir", self.layout.run_dir, "--name", self.o.service),
-                check=False,
-            )
 
 
 def deploy(opts: DeployOptions, *, log: Callable[[str], None] = print) -> DeployResult:

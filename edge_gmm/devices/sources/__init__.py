@@ -118,7 +118,7 @@ def parse_uri(uri: str) -> SourceSpec:
     if "!" in uri and "://" not in uri.split("!")[0]:
         return SourceSpec(uri=uri, scheme="gstreamer", target=uri)
     if "://" not in uri:
-        path, _, query = uri.removeprefix("pty:").partition("?")
+        path, _, query = (uri[len("pty:"):] if uri.startswith("pty:") else uri).partition("?")  # 3.8: no removeprefix
         if uri.startswith("pty:") or path.startswith("/dev/") or os.path.exists(path):
             return _checked(SourceSpec(uri=uri, scheme="serial", target=path, options=_query(uri, query)))
         schemes = ", ".join(s + "://" for s in SOURCES.names() if s != "gstreamer")

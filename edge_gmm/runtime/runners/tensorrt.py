@@ -1,6 +1,10 @@
 """TensorRT runner: builds (or loads the cached) engine from the bundle's ONNX, runs it with execute_async_v3
-on device buffers. TensorRT and cuda-python are imported inside `activate()`; without them the runner says
-what is missing. Written against the TensorRT 8.6 / 10.x Python API (tensor-name I/O, memory pools).
+on device buffers fed from pinned host buffers. TensorRT and cuda-python are imported inside `activate()`;
+without them the runner says what is missing. Works with TensorRT 8.5 .. 11.x (tensor-name I/O, memory pools);
+where their Python APIs differ is one table, `trt_plan.TRT_APIS`; older TensorRT (8.2, JetPack 4) is refused.
+
+Activation either completes or releases everything it took (stream, device and pinned buffers), and checks
+the engine's I/O names, dtypes and shapes against the manifest before any buffer exists.
 
 The build *plan* (flags, DLA, workspace, cache key, trtexec line) is the pure `trt_plan.plan_for_bundle`.
 Engines and timing caches cannot be signed (they are built here), so each is hashed into the device's engine
@@ -10,13 +14,14 @@ never deserialized, it is rebuilt from the verified ONNX.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 
 import numpy as np
 
 from edge_gmm.errors import BundleError, DeviceError, MissingDependencyError
 from edge_gmm.runtime.runners.base import Runner
-from edge_gmm.runtime.runners.trt_plan import GpuInfo, TrtBuildPlan, plan_for_bundle
+from edge_gmm.runtime.runners.trt_plan import TESTED_BELOW, GpuInfo, TrtBuildPlan, plan_for_bundle, trt_api, trt_version
 
 log = logging.getLogger("edge_gmm.runtime.tensorrt")
 
@@ -44,6 +49,10 @@ def import_tensorrt():
             missing.append("cuda-python")
     if missing:
         raise MissingDependencyError(f"the tensorrt runner needs {' and '.join(missing)}, not installed here", hint=MISSING_HINT)
+    trt_api(trt.__version__)  # refuses TensorRT below 8.5 before any call into it
+    if trt_version(trt.__version__) >= TESTED_BELOW:
+        log.warning("TensorRT %s is newer than the versions this runner was written for (< %d): using the %d.x API",
+                    trt.__version__, TESTED_BELOW[0], TESTED_BELOW[0] - 1)
     return trt, cudart
 
 
@@ -69,9 +78,8 @@ def build_engine(trt, plan: TrtBuildPlan, logger=None, *, timing_cache: bytes = 
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    major = int(trt.__version__.split(".")[0])
-    if major < 10:  # TensorRT 8.x needs explicit batch spelled out; 10.x has only explicit batch
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    for name in plan.network_flags:  # EXPLICIT_BATCH on 8.x, STRONGLY_TYPED on 11 (trt_plan.TRT_APIS)
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(plan.onnx_path)):
@@ -84,7 +92,8 @@ def build_engine(trt, plan: TrtBuildPlan, logger=None, *, timing_cache: bytes = 
     if plan.dla_core >= 0:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
-    _pin_fp32_layers(trt, network, plan.fp32_layers)
+    if not plan.strongly_typed:  # a strongly typed network takes no layer precisions (TensorRT 11 has none)
+        _pin_fp32_layers(trt, network, plan.fp32_layers)
     cache = config.create_timing_cache(timing_cache)
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
@@ -145,9 +154,60 @@ def _trusted_bytes(bundle, path) -> bytes:
     return b""
 
 
+def engine_io(trt, engine) -> dict:
+    """{name: (is_input, shape, numpy dtype)} of an engine's I/O tensors, in the engine's order."""
+    io = {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        trt_dtype = engine.get_tensor_dtype(name)
+        try:
+            dtype = np.dtype(trt.nptype(trt_dtype))
+        except TypeError:  # bf16, fp8, int4: no numpy type, and no manifest dtype either
+            raise BundleError(f"engine tensor {name!r} has type {trt_dtype}, which the runner cannot feed or read") from None
+        io[name] = (engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT, tuple(int(d) for d in engine.get_tensor_shape(name)), dtype)
+    return io
+
+
+def check_engine_io(io: dict, inputs, outputs, where) -> None:
+    """BundleError listing every difference between the engine's I/O and the manifest's (names, sides,
+    shapes, dtypes): a mismatch would otherwise copy the wrong number of bytes."""
+    problems = []
+    for side, specs in (("input", inputs), ("output", outputs)):
+        for spec in specs:
+            got = io.get(spec.name)
+            if got is None:
+                problems.append(f"{side} {spec.name!r} is not an engine tensor")
+                continue
+            is_input, shape, dtype = got
+            if is_input != (side == "input"):
+                problems.append(f"{spec.name!r} is an engine {'input' if is_input else 'output'}, the manifest's {side}")
+            if shape != spec.shape:
+                problems.append(f"{side} {spec.name!r} has shape {shape} in the engine, {spec.shape} in the manifest")
+            if dtype != np.dtype(spec.dtype):
+                problems.append(f"{side} {spec.name!r} has dtype {dtype} in the engine, {spec.dtype} in the manifest")
+    known = {s.name for s in [*inputs, *outputs]}
+    problems += [f"engine tensor {n!r} is not in the manifest" for n in io if n not in known]
+    if problems:
+        raise BundleError(f"{where}: the engine's I/O does not match the bundle's manifest: {'; '.join(problems)}",
+                          hint="the bundle's ONNX and manifest disagree (a dynamic or fp16-I/O graph?): export it again")
+
+
+def _pinned_array(ptr: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A numpy view of pinned host memory (owned by the runner: freed with cudaFreeHost in _release)."""
+    n = int(np.prod(shape))
+    raw = (ctypes.c_ubyte * max(n * dtype.itemsize, 1)).from_address(int(ptr))
+    return np.frombuffer(raw, dtype=dtype, count=n).reshape(shape)
+
+
+def _free(cudart, ret, what: str) -> None:
+    err = ret[0] if isinstance(ret, tuple) else ret
+    if int(err) != int(cudart.cudaError_t.cudaSuccess):
+        log.warning("freeing the %s failed (CUDA error %s); continuing the teardown", what, int(err))
+
+
 class TensorRTRunner(Runner):
     name = "tensorrt"
-    needs_artifact = False  # fp16 engines come from the FP32 ONNX (see trt_plan)
+    needs_artifact = False  # below TensorRT 11, fp16 engines come from the FP32 ONNX (trt_plan picks the source)
 
     def default_precision(self) -> str:
         return self.bundle.manifest.get("target", {}).get("precision") or self.bundle.default_precision()
@@ -160,6 +220,17 @@ class TensorRTRunner(Runner):
     def _activate_impl(self) -> None:
         trt, cudart = import_tensorrt()
         self._trt, self._cudart = trt, cudart
+        self._runtime = self._engine = self._context = self._stream = None
+        self._device_ptrs: dict[str, int] = {}
+        self._pinned_ptrs: dict[str, int] = {}
+        self._host: dict[str, np.ndarray] = {}  # pinned host arrays, one per I/O tensor
+        try:
+            self._start(trt, cudart)
+        except BaseException:
+            self._release()  # failed half-way: give back what was taken before reporting it
+            raise
+
+    def _start(self, trt, cudart) -> None:
         _cuda_call(cudart, cudart.cudaSetDevice(self.device))
         self.plan, data = ensure_engine(trt, cudart, self.bundle, precision=self.precision, target=self.target, profile=self.profile, rebuild=self.rebuild)
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -168,46 +239,59 @@ class TensorRTRunner(Runner):
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise BundleError(f"{self.plan.engine_path}: TensorRT could not load this engine", hint="rebuild it: edge-gmm engine build BUNDLE --rebuild")
+        io = engine_io(trt, self._engine)
+        check_engine_io(io, self.inputs, self.outputs, self.plan.engine_path)  # before any buffer or copy
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise DeviceError("TensorRT could not create an execution context (GPU memory exhausted?)")
         self._stream = _cuda_call(cudart, cudart.cudaStreamCreate())
-        self._device_ptrs: dict[str, int] = {}
-        self._host_out: dict[str, np.ndarray] = {}
-        self._io_names: list[str] = []
-        for i in range(self._engine.num_io_tensors):
-            name = self._engine.get_tensor_name(i)
-            shape = tuple(self._engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            ptr = _cuda_call(cudart, cudart.cudaMalloc(max(nbytes, 1)))
-            self._device_ptrs[name] = ptr
-            self._context.set_tensor_address(name, int(ptr))
-            self._io_names.append(name)
-            if self._engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                self._host_out[name] = np.empty(shape, dtype=dtype)
+        for name, (_, shape, dtype) in io.items():
+            self._bind(name, shape, dtype)
+        self._input_names = [n for n, t in io.items() if t[0]]
+        self._output_names = [n for n, t in io.items() if not t[0]]
+
+    def _bind(self, name: str, shape: tuple, dtype: np.dtype) -> None:
+        """A device buffer and a pinned host buffer for one tensor; each is recorded as soon as it exists."""
+        cudart = self._cudart
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        self._device_ptrs[name] = _cuda_call(cudart, cudart.cudaMalloc(max(nbytes, 1)))
+        # pinned (page-locked): cudaMemcpyAsync from pageable memory is staged and not truly async
+        self._pinned_ptrs[name] = _cuda_call(cudart, cudart.cudaMallocHost(max(nbytes, 1)))
+        self._host[name] = _pinned_array(self._pinned_ptrs[name], shape, dtype)
+        if not self._context.set_tensor_address(name, int(self._device_ptrs[name])):
+            raise DeviceError(f"TensorRT refused the device address of tensor {name!r}")
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cudart = self._cudart
+        cudart, stream = self._cudart, self._stream
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        keep = []  # contiguous copies must outlive the async copies
-        for name, arr in feed.items():
-            arr = np.ascontiguousarray(arr)
-            keep.append(arr)
-            _cuda_call(cudart, cudart.cudaMemcpyAsync(self._device_ptrs[name], arr.ctypes.data, arr.nbytes, h2d, self._stream))
-        if not self._context.execute_async_v3(self._stream):
+        for name in self._input_names:
+            host = self._host[name]
+            np.copyto(host, feed[name])  # into pinned memory, which outlives the async copy
+            _cuda_call(cudart, cudart.cudaMemcpyAsync(self._device_ptrs[name], self._pinned_ptrs[name], host.nbytes, h2d, stream))
+        if not self._context.execute_async_v3(stream):
             raise DeviceError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        for name, host in self._host_out.items():
-            _cuda_call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, self._device_ptrs[name], host.nbytes, d2h, self._stream))
-        _cuda_call(cudart, cudart.cudaStreamSynchronize(self._stream))
-        return {name: host.copy() for name, host in self._host_out.items()}
+        for name in self._output_names:
+            _cuda_call(cudart, cudart.cudaMemcpyAsync(self._pinned_ptrs[name], self._device_ptrs[name], self._host[name].nbytes, d2h, stream))
+        _cuda_call(cudart, cudart.cudaStreamSynchronize(stream))
+        return {name: self._host[name].copy() for name in self._output_names}  # copies: the next call overwrites
 
     def _deactivate_impl(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        """Drop TensorRT objects (context before engine before runtime), then free buffers and the stream. A
+        failure here is logged, not raised: it must not hide the error that started the teardown."""
         cudart = self._cudart
-        for ptr in self._device_ptrs.values():
-            cudart.cudaFree(ptr)
-        cudart.cudaStreamDestroy(self._stream)
         self._context = self._engine = self._runtime = None
-        self._device_ptrs, self._host_out = {}, {}
+        self._host = {}
+        for name, ptr in self._pinned_ptrs.items():
+            _free(cudart, cudart.cudaFreeHost(ptr), f"pinned buffer {name!r}")
+        for name, ptr in self._device_ptrs.items():
+            _free(cudart, cudart.cudaFree(ptr), f"device buffer {name!r}")
+        if self._stream is not None:
+            _free(cudart, cudart.cudaStreamDestroy(self._stream), "CUDA stream")
+        self._pinned_ptrs, self._device_ptrs, self._stream = {}, {}, None
 
     def describe(self) -> dict:
         d = super().describe()

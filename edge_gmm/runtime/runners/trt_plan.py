@@ -2,10 +2,13 @@
 and the equivalent `trtexec` command line. Nothing here imports TensorRT, so it is tested on any machine.
 
 Choices (why):
-- fp32 and fp16 engines are built from the bundle's FP32 ONNX (TensorRT picks fp16 kernels under the FP16
-  flag); int8 engines from the QDQ ONNX (explicit quantization: the scales come from the graph, no calibrator).
-- Layers whose names match `fp32_layers` (the in-graph log-mel frontend: its power spectrum overflows fp16)
-  are pinned to FP32 with "obey precision constraints".
+- TensorRT 8.5 to 10.x (weak typing): fp32 and fp16 engines are built from the bundle's FP32 ONNX (TensorRT
+  picks fp16 kernels under the FP16 flag); int8 engines from the QDQ ONNX (explicit quantization: the scales
+  come from the graph, no calibrator). Layers whose names match `fp32_layers` (the in-graph log-mel frontend:
+  its power spectrum overflows fp16) are pinned to FP32 with "obey precision constraints".
+- TensorRT 11 (strongly typed only: no FP16/INT8/OBEY flags, no layer precisions): each engine is built from
+  the artifact of its own precision as-is; the fp16 ONNX already keeps the log-mel nodes FP32 behind Casts,
+  and in the QDQ ONNX what is not quantized runs in FP32.
 - An engine is only valid for one GPU model, compute capability, TensorRT version and precision (and the
   ONNX it came from), so all of them are in the cache key.
 """
@@ -16,9 +19,50 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_gmm.errors import ConfigError
+from edge_gmm.errors import ConfigError, MissingDependencyError
 
 DEFAULT_FP32_LAYERS = ("logmel",)
+
+
+@dataclass(frozen=True)
+class TrtApi:
+    """Where TensorRT's Python API differs between the versions the runner supports (checked against each
+    release's python/src bindings). Everything else the runner calls is common to 8.5 .. 11.x: named tensors
+    (num_io_tensors, set_tensor_address, execute_async_v3, 8.5+), set_memory_pool_limit (8.4+; 8.2's
+    max_workspace_size is gone in 10), build_serialized_network (build_engine is gone in 10)."""
+
+    since: tuple[int, int]
+    network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag names passed to create_network
+    strongly_typed: bool  # precision from the graph: no FP16/INT8/OBEY builder flags, no layer precisions
+
+
+TRT_APIS = (  # oldest first; a version uses the last row it reaches
+    TrtApi((8, 5), ("EXPLICIT_BATCH",), False),  # 8.x/9.x: implicit batch is the default, the ONNX parser refuses it
+    TrtApi((10, 0), (), False),  # explicit batch only (EXPLICIT_BATCH deprecated, ignored; gone in 11)
+    TrtApi((11, 0), ("STRONGLY_TYPED",), True),  # the flag is deprecated and ignored in 11, kept so intent is explicit
+)
+TESTED_BELOW = (12, 0)  # the `[tensorrt]` extra's upper bound
+
+
+def trt_version(version: str) -> tuple[int, int]:
+    """(major, minor) of "8.5.2.2", "10.3" or a profile's "10.x" (minor 0)."""
+    m = re.match(r"\s*(\d+)(?:\.(\d+))?", str(version))
+    if not m:
+        raise ConfigError(f"tensorrt: cannot read the TensorRT version {version!r}", hint="write it as MAJOR.MINOR, e.g. 10.3")
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def trt_api(version: str) -> TrtApi:
+    """The API row for a TensorRT version; below 8.5 (JetPack 4's 8.0/8.2) it is refused, naming the version."""
+    v = trt_version(version)
+    if v < TRT_APIS[0].since:
+        raise MissingDependencyError(
+            f"TensorRT {version} is too old for the tensorrt runner: it needs 8.5 or newer (the named-tensor API, "
+            f"execute_async_v3 and set_tensor_address, and memory pools)",
+            hint="JetPack 4 boards (TensorRT 8.0/8.2, Python 3.6) are not supported, JetPack 5.1+ ships TensorRT 8.5; "
+                 "elsewhere install TensorRT 8.5 .. 11.x (pip install 'edge-gmm[tensorrt]') or use the onnxrt runner",
+        )
+    return [a for a in TRT_APIS if a.since <= v][-1]
 
 
 @dataclass(frozen=True)
@@ -43,6 +87,8 @@ class TrtBuildPlan:
     cache_key: str
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)  # name patterns (the API path matches substrings)
     fp32_layer_names: tuple[str, ...] = field(default_factory=tuple)  # exact ONNX node names from the manifest
+    network_flags: tuple[str, ...] = ("EXPLICIT_BATCH",)  # trt.NetworkDefinitionCreationFlag names
+    strongly_typed: bool = False  # TensorRT 11: precision comes from the ONNX, not from flags
 
     def trtexec_command(self) -> list[str]:
         cmd = ["trtexec", f"--onnx={self.onnx_path}", f"--saveEngine={self.engine_path}"]
@@ -96,19 +142,9 @@ def plan_build(
     """What to build for `precision` on `gpu` from a bundle's `artifacts` (the manifest's table)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"tensorrt: unknown precision {precision!r}; choose fp32, fp16 or int8")
-    source = "int8" if precision == "int8" else "fp32"
-    if source not in artifacts:
-        raise ConfigError(
-            f"tensorrt: a {precision} engine is built from the bundle's {source} ONNX, which this bundle lacks "
-            f"(it has {', '.join(artifacts)})",
-            hint="export with a target of that precision" if source == "int8" else "export again; every bundle should carry fp32",
-        )
-    flags: list[str] = []
-    if precision == "fp16":
-        flags.append("FP16")
-    if precision == "int8":
-        # explicit quantization: QDQ scales in the graph; FP16 lets the unquantized remainder run in half
-        flags += ["INT8", "FP16"]
+    api = trt_api(gpu.tensorrt_version)
+    source = _source_artifact(precision, api, artifacts, gpu.tensorrt_version)
+    flags = _precision_flags(precision, api)
     if dla_core >= 0:
         if gpu.dla_cores <= dla_core:
             raise ConfigError(
@@ -140,7 +176,38 @@ def plan_build(
         cache_key=key,
         fp32_layers=tuple(fp32_layers) if "FP16" in flags else (),
         fp32_layer_names=(names or ()) if "FP16" in flags else (),
+        network_flags=api.network_flags,
+        strongly_typed=api.strongly_typed,
     )
+
+
+def _source_artifact(precision: str, api: TrtApi, artifacts: dict, version: str) -> str:
+    """Which bundle ONNX TensorRT parses: weakly typed builds derive fp16 from the FP32 graph; strongly typed
+    ones (TensorRT 11) take each precision's own graph."""
+    source = precision if api.strongly_typed or precision == "int8" else "fp32"
+    if source in artifacts:
+        return source
+    if api.strongly_typed and source == "fp16":
+        hint = "export with an fp16 target (it writes model.fp16.onnx), or build an fp32 or int8 engine"
+    else:
+        hint = "export with a target of that precision" if source == "int8" else "export again; every bundle should carry fp32"
+    typing = f" (TensorRT {version} builds strongly typed networks: precision comes from the graph)" if api.strongly_typed else ""
+    raise ConfigError(
+        f"tensorrt: a {precision} engine is built from the bundle's {source} ONNX{typing}, which this bundle lacks "
+        f"(it has {', '.join(artifacts)})",
+        hint=hint,
+    )
+
+
+def _precision_flags(precision: str, api: TrtApi) -> list[str]:
+    if api.strongly_typed:
+        return []  # TensorRT 11 has no precision flags: the Q/DQ and Cast nodes decide
+    if precision == "fp16":
+        return ["FP16"]
+    if precision == "int8":
+        # explicit quantization: QDQ scales in the graph; FP16 lets the unquantized remainder run in half
+        return ["INT8", "FP16"]
+    return []
 
 
 def plan_for_bundle(bundle, gpu: GpuInfo, *, precision: str | None = None, target=None, profile=None) -> TrtBuildPlan:
