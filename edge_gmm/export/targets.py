@@ -8,14 +8,14 @@ from pathlib import Path
 
 from edge_gmm.config import ExportTarget, load_config, read_mapping
 from edge_gmm.errors import ConfigError
-
 from edge_gmm.resources import shipped_dir, toml_files
+from edge_gmm.runtime.runners.trt_plan import TRT_APIS
 
 # The shipped export/ folder; EDGE_GMM_TARGETS (os.pathsep-separated folders) is searched first.
 TARGETS_DIR = shipped_dir("export")
 OPS_TABLE = TARGETS_DIR / "tensorrt-onnx-ops.toml"
-# The oldest TensorRT the runner can drive: the named-tensor API (set_tensor_address, execute_async_v3) is 8.5+.
-MIN_TENSORRT = (8, 5)
+# The oldest TensorRT the runner can drive (trt_plan's API table: the named-tensor API is 8.5+).
+MIN_TENSORRT = TRT_APIS[0].since
 # Node-name pattern of a decomposed LayerNormalization (export/rewrites.py); kept FP32 under FP16 because its
 # squared deviation overflows fp16 where the native layer would not.
 DECOMPOSED_FP32 = "ln_fp32/"

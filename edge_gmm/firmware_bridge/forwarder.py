@@ -46,7 +46,9 @@ def steady_rate(arrivals: np.ndarray, lines: np.ndarray) -> tuple[float, float]:
     """(lines per second, seconds observed) over the reads that followed the first, pauses left out.
 
     arrivals: float64[R] host time of each read; lines: int[R] lines it brought. Read i covers the time since
-    read i-1; it is a pause when it took far longer per line than the typical (line-weighted median) read.
+    read i-1; it is a pause when it took far longer per line than the typical (line-weighted median) read --
+    unless the reads right after it catch up: then the *reader* was late (a loaded host), the lines were sent
+    on time meanwhile, and leaving that time out while counting the backlog would overstate the rate.
     """
     gaps, n = np.diff(arrivals), lines[1:]
     per_line = gaps / n
@@ -54,6 +56,12 @@ def steady_rate(arrivals: np.ndarray, lines: np.ndarray) -> tuple[float, float]:
     cum = np.cumsum(n[order])
     typical = per_line[order][np.searchsorted(cum, cum[-1] / 2)]
     steady = gaps <= np.maximum(PAUSE_FACTOR * n * typical, PAUSE_MIN_S)
+    for i in np.flatnonzero(~steady):
+        owed, j = int(n[i]), i + 1
+        while j < len(gaps) and gaps[j] < 0.5 * n[j] * typical:  # faster than the source sends: a backlog
+            owed += int(n[j])
+            j += 1
+        steady[i] = owed * typical * PAUSE_FACTOR >= gaps[i]  # the backlog fills the gap: a late reader
     span = float(gaps[steady].sum())
     return (float(n[steady].sum()) / span if span > 0 else 0.0), span
 

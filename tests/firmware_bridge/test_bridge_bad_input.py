@@ -149,3 +149,24 @@ def test_forwarder_over_a_pty_burst_pause_and_1e39(tmp_path):
     finally:
         r.stop()
         tr.close()
+
+
+def test_a_late_reader_catching_up_is_not_a_pause():
+    """A loaded host reads late (one read after 0.5 s with 20 lines), then drains the backlog in quick reads:
+    the source kept sending at 200 Hz, so the detected rate stays 200, not the backlog over the steady time."""
+    from edge_gmm.firmware_bridge.forwarder import steady_rate
+
+    arrivals, lines, t = [0.0], [10], 0.0
+    for _ in range(20):  # steady: a read every 50 ms with 10 lines
+        t += 0.05
+        arrivals.append(t), lines.append(10)
+    t += 0.5  # the reader was descheduled; the source sent 100 lines meanwhile ...
+    arrivals.append(t), lines.append(20)
+    for _ in range(4):  # ... the rest arrive in four reads 1 ms apart
+        t += 0.001
+        arrivals.append(t), lines.append(20)
+    for _ in range(10):
+        t += 0.05
+        arrivals.append(t), lines.append(10)
+    rate, _ = steady_rate(np.array(arrivals), np.array(lines))
+    assert rate == pytest.approx(200, rel=0.05)
