@@ -428,3 +428,15 @@ def test_transport_uploads_files_atomically_with_their_mode(sshd, tmp_path):
             t.run("exit 3", what="a failing command")
     finally:
         t.close()
+
+
+def test_a_source_whose_engine_the_device_lacks_is_refused_before_any_upload(device, bundles, cli, tmp_path):
+    """The README's sources file feeds a microphone; without sounddevice on the device the loop could only fail
+    at its first start (and be rolled back). The probe imports what each source needs, so deploy stops at step 1."""
+    sources = tmp_path / "sources.yaml"
+    sources.write_text("audio: audio://default\nimu: synth://machine-health\n")
+    code, out, err = cli(*device.args(bundles["v1"], "--sources", str(sources)))
+    assert code == 2, out + err
+    assert "audio://default needs sounddevice" in err and "edge-gmm[audio]" in err
+    assert "[2/9]" not in out  # nothing packaged, nothing uploaded
+    assert not (device.home / "releases").exists() or not any((device.home / "releases").iterdir())

@@ -1,7 +1,8 @@
 """`edge-gmm deploy`: the steps, each printed and each safe to repeat, and the rollback when the new loop fails.
 
     0 verify here      `bundle verify` of the local copy (with --pubkey): refused -> exit 2, nothing remote touched
-    1 check device     arch, Python, disk, L4T/JetPack/TensorRT, edge-gmm, current release, service state
+    1 check device     arch, Python, disk, L4T/JetPack/TensorRT, edge-gmm, current release, service state,
+                       the modules the sources need (devices/sources/needs.py)
     2 device package   install/upgrade edge-gmm[device] from a wheel built here, when missing or older
     3 upload           bundle -> staging/<release> (skipped when releases/<release> exists)
     4 verify           `edge-gmm bundle verify` ON the device; refused -> staging removed, nothing switched
@@ -207,6 +208,7 @@ class Deployer:
             self._finish_facts()
             self.done("assumed", f"home {home}")
             return
+        self.needs = self._source_needs()
         self.facts = self._probe()
         f = self.facts
         arch = _ARCH.get(f["arch"], f["arch"])
@@ -237,6 +239,7 @@ class Deployer:
             raise DeviceError(f"{self.target}: no systemd on the device", hint="rerun with --no-systemd to use the supervisor")
         if self.o.systemd and not f["root"] and not f["sudo"]:
             raise DeviceError(f"{self.target}: installing a systemd unit needs root or sudo", hint="or use --no-systemd")
+        self._check_needs(self.needs)
         self._finish_facts()
         bits = [arch, f"Python {f['python']}", f"{f['disk_free_mb'] / 1024:.1f} GB free"]
         bits += [f"L4T {f['l4t']}"] if f["l4t"] else []
@@ -245,9 +248,33 @@ class Deployer:
         bits += [f"current {f['current']}" if f["current"] else "no release yet", f"service {f['service_state']}"]
         self.done("ok", ", ".join(bits))
 
+    def _source_needs(self) -> list:
+        """What the sources file needs on the device (modules, device nodes), from a local file or a URI."""
+        from edge_gmm.devices.sources.needs import source_needs
+        from edge_gmm.devices.sources_file import looks_like_file
+        from edge_gmm.runtime.bundle import Bundle
+
+        if looks_like_file(self.o.sources) and not Path(self.o.sources).is_file():
+            return []  # a sources file that lives on the device: it is read there, at the loop's start
+        return source_needs(self.o.sources, Bundle.open(self.bundle.root).sensors)
+
+    def _check_needs(self, needs: list) -> None:
+        """A source whose engine is missing fails here, before any upload (it would fail on the device's first start)."""
+        imports, paths = self.facts.get("imports") or {}, self.facts.get("paths") or {}
+        for n in needs:
+            if n.module and imports.get(n.module):
+                raise DeviceError(
+                    f"{self.target}: source {n.uri} needs {n.module}, which does not import in {self.facts['executable']} "
+                    f"({imports[n.module]})", hint=f"on the device: {n.install}")
+        for n in needs:
+            if n.path and not paths.get(n.path):  # an unplugged board is not an error: the loop waits for it
+                self.log(f"      note: {n.path} (for {n.uri}) is not on the device now; the loop retries until it appears")
+
     def _probe(self) -> dict:
+        needs = {"modules": sorted({n.module for n in self.needs if n.module}),
+                 "paths": sorted({n.path for n in self.needs if n.path})}
         res = self.t.run(
-            f"{q(self.o.remote_python)} - {q(self.o.remote_home or '')} {q(self.o.service)} {self._mode()}",
+            f"{q(self.o.remote_python)} - {q(self.o.remote_home or '')} {q(self.o.service)} {self._mode()} {q(json.dumps(needs))}",
             input=remote.PROBE_SCRIPT.encode(),
             check=False,
             what="device probe",

@@ -9,10 +9,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-# argv: [home or "", service name, mode ("systemd" | "supervisor")]
+# argv: [home or "", service name, mode ("systemd" | "supervisor"), JSON {"modules": [...], "paths": [...]}]
+# (the modules and device nodes the sources file needs: devices/sources/needs.py)
 PROBE_SCRIPT = r'''
 import json, os, platform, shutil, subprocess, sys, getpass
 home_arg, service, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+needs = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
 home = os.path.abspath(os.path.expanduser(home_arg or os.environ.get("EDGE_GMM_HOME") or "~/edge-gmm"))
 info = {"arch": platform.machine(), "python": platform.python_version(), "executable": sys.executable,
         "home": home, "user": getpass.getuser(), "root": os.geteuid() == 0, "hostname": platform.node(),
@@ -77,6 +79,14 @@ elif info["edge_gmm"]:
     except Exception as e:
         state = "unknown (%s)" % e
 info["service_state"] = state
+info["imports"] = {}  # module -> None when it imports, else the error (an import also loads PortAudio's library)
+for module in needs.get("modules", []):
+    try:
+        __import__(module)
+        info["imports"][module] = None
+    except Exception as e:
+        info["imports"][module] = "%s: %s" % (type(e).__name__, e)
+info["paths"] = {p: os.path.exists(p) for p in needs.get("paths", [])}
 print(json.dumps(info))
 '''
 

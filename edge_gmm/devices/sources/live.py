@@ -123,7 +123,7 @@ class AudioSource(Source):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         _need("sounddevice", "audio sources need sounddevice (PortAudio)",
-              "pip install sounddevice (and apt install libportaudio2), or replay audio: replay://DATASET?modalities=audio")
+              "pip install 'edge-gmm[audio]' (and apt install libportaudio2), or replay audio: replay://DATASET?modalities=audio")
         _single(self)
 
     def stream(self, stop: threading.Event):
@@ -132,7 +132,7 @@ class AudioSource(Source):
         except (ImportError, OSError) as e:  # OSError: the wheel is there but libportaudio is not
             raise MissingDependencyError(
                 f"audio source needs sounddevice and PortAudio ({e})",
-                hint="pip install sounddevice (and apt install libportaudio2), or replay audio: replay://DATASET?modalities=audio",
+                hint="pip install 'edge-gmm[audio]' (and apt install libportaudio2), or replay audio: replay://DATASET?modalities=audio",
             ) from None
         name, sensor = _single(self)
         device = None if self.spec.target in ("", "default") else self.spec.option("device", self.spec.target)
@@ -174,7 +174,7 @@ class CameraSource(Source):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         _need("cv2", "camera sources need OpenCV",
-              "pip install opencv-python-headless (on a Jetson use JetPack's OpenCV, which has GStreamer)")
+              "pip install 'edge-gmm[camera]' (on a Jetson use JetPack's OpenCV, which has GStreamer)")
         _single(self)
 
     def _open_capture(self, cv2):
@@ -189,7 +189,7 @@ class CameraSource(Source):
         except ImportError:
             raise MissingDependencyError(
                 "camera source needs OpenCV",
-                hint="pip install opencv-python-headless (on a Jetson use the JetPack OpenCV, which has GStreamer)",
+                hint="pip install 'edge-gmm[camera]' (on a Jetson use the JetPack OpenCV, which has GStreamer)",
             ) from None
         from edge_gmm.data.format import SensorChunk
 
