@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-and-export": ("train_and_export", "train teacher + student, export, quantize and bundle (desktop)"),
     "deploy": ("deploy", "put a bundle on a device over SSH, verify it, start the loop, roll back on failure"),
     "subscribe": ("subscribe", "watch fused predictions from one or all devices over MQTT"),
+    "device": ("device", "status | logs | stop | start | restart | rollback | releases of a deployed device"),
     "run": ("run", "on the device: stream sensors through the model and publish predictions over MQTT"),
     "demo": ("demo", "the whole job end to end on embedded defaults"),
     "dataset": ("dataset", "synth | build | import | inspect datasets"),

@@ -42,6 +42,9 @@ def configure(p) -> None:
     p.add_argument("--pubkey", help="verify the bundle's ed25519 signature with this public key")
     p.add_argument("--queue", type=int, default=8, help="windows waiting for inference before the oldest is dropped")
     p.add_argument("--metrics-every", type=float, default=10.0, help="seconds between metrics messages")
+    p.add_argument("--ha-discovery", default="off", choices=["off", "on", "remove"],
+                   help="Home Assistant MQTT discovery: on publishes retained sensor configs (docs/home-assistant.md), "
+                   "remove clears them and exits (default off)")
     p.add_argument("--quiet", action="store_true", help="no log lines on stderr (errors still print)")
     add_json(p)
 
@@ -57,7 +60,7 @@ def run(args) -> int:
         max_seconds=args.max_seconds, max_windows=args.max_windows, speed=parse_speed(args.speed),
         runner=args.runner, precision=args.precision, threads=args.threads, spool_dir=args.spool_dir,
         password_file=args.password_file, pubkey=args.pubkey, queue_windows=args.queue,
-        metrics_every_s=args.metrics_every, spool_max_mb=args.spool_max_mb)
+        metrics_every_s=args.metrics_every, spool_max_mb=args.spool_max_mb, ha_discovery=args.ha_discovery)
 
     def install_signals(loop) -> None:
         def handler(num, _frame):

@@ -39,6 +39,7 @@ class RunSettings:
     queue_windows: int = 8
     metrics_every_s: float = 10.0
     spool_max_mb: float = 64.0  # the spool's byte cap (it also leaves the disk's free space alone)
+    ha_discovery: str = "off"  # off | on (retained Home Assistant discovery configs) | remove (clear them, exit)
 
 
 RUNNER_PREFERENCE = (("tensorrt", "tensorrt"), ("onnxrt", "onnxruntime"))  # (runner, module it needs), best first
@@ -126,6 +127,12 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
         from edge_gmm.mqtt.url import parse_mqtt_url
 
         broker = parse_mqtt_url(settings.mqtt, password_file=settings.password_file)
+    ha_configs = _ha_discovery(settings, bundle, modalities, broker)
+    if settings.ha_discovery == "remove":
+        from edge_gmm.mqtt.ha_discovery import remove_configs
+
+        n = remove_configs(broker, settings.device_id, [t for t, _ in ha_configs])
+        return {"reason": "ha-discovery removed", "exit_code": 0, "predictions": 0, "ha_discovery": {"removed": n}}
     post = PostProcessor.from_manifest(bundle.manifest)
     clock = HostClock()
     sources = [open_source(spec, sensors, clock=clock, speed=settings.speed, align_s=window.hop_s) for spec in plan.specs]
@@ -146,7 +153,8 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
             spool = settings.spool_dir or default_spool_dir(settings.device_id)
             publisher = Publisher(broker, settings.device_id, spool_dir=spool,
                                   spool_max_bytes=int(settings.spool_max_mb * 1024 * 1024),
-                                  status_extra={"model": model, "sources": [s.describe() for s in sources]})
+                                  status_extra={"model": model, "sources": [s.describe() for s in sources]},
+                                  ha_discovery=ha_configs)
             publisher.start()
         loop = None
         try:
@@ -165,6 +173,23 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
         if final is not None:
             summary["publisher"] = final
     return summary
+
+
+def _ha_discovery(settings: RunSettings, bundle, modalities: list[str], broker) -> list[tuple[str, bytes]]:
+    """The encoded Home Assistant discovery configs (none when off); on/remove need a broker."""
+    from edge_gmm.errors import ConfigError
+    from edge_gmm.mqtt.ha_discovery import MODES, discovery_configs, encoded_configs
+
+    mode = settings.ha_discovery
+    if mode not in MODES:
+        raise ConfigError(f"--ha-discovery must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "off":
+        return []
+    if broker is None:
+        raise ConfigError(f"--ha-discovery {mode} needs a broker: --mqtt none publishes nothing")
+    model = {"name": bundle.name, "version": str(bundle.manifest["model"].get("version", ""))}
+    tasks = [t["name"] for t in bundle.manifest.get("tasks", [])]
+    return encoded_configs(discovery_configs(settings.device_id, model=model, tasks=tasks, modalities=modalities))
 
 
 def default_spool_dir(device_id: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 from edge_gmm.errors import DeviceError
 from edge_gmm.mqtt import client as mq
 from edge_gmm.mqtt.broker import EmbeddedBroker
+from edge_gmm.mqtt.ha_discovery import HA_STATUS_TOPIC
 from edge_gmm.mqtt.payload import encode, metrics_payload, status_payload
 from edge_gmm.mqtt.spool import DEFAULT_RESERVE_BYTES, Spool
 from edge_gmm.mqtt.topics import check_device_id, metrics_topic, prediction_topic, status_topic
@@ -56,6 +57,7 @@ class Publisher:
         qos: int | None = None,
         status_extra: dict[str, Any] | None = None,
         window: int = 1000,
+        ha_discovery: list[tuple[str, bytes]] | None = None,
     ):
         self.broker = broker
         self.device_id = check_device_id(device_id)
@@ -65,6 +67,8 @@ class Publisher:
         self.spool_reserve_bytes = spool_reserve_bytes  # free disk space the spool leaves alone
         self.window = window  # predictions handed to paho and not yet PUBACKed
         self._status_extra = dict(status_extra or {})
+        # Home Assistant discovery: (config topic, payload), retained; sent on connect and on HA's birth message
+        self._ha_configs = list(ha_discovery or [])
         self._topic = prediction_topic(device_id)
         self._spool: Spool | None = None
         self._embedded: EmbeddedBroker | None = None
@@ -271,6 +275,8 @@ class Publisher:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        if self._ha_configs:
+            c.on_message = self._on_message
         self._client = c
         self._inflight.clear()  # a new client starts over: everything unacked goes out again
         self._retry.clear()
@@ -321,8 +327,23 @@ class Publisher:
             self._connected = True
             if self._retry:
                 self._retry_at = time.monotonic()  # what the broker refused: try again now
+            if self._ha_configs:
+                client.subscribe(HA_STATUS_TOPIC, qos=1)
+                self._queue_ha_configs()
             self._extra_out.append((status_topic(self.device_id), self._online_status(), 1, True))
         self._first_attempt.set()
+        self._wake()
+
+    def _queue_ha_configs(self) -> None:
+        for topic, data in self._ha_configs:
+            self._extra_out.append((topic, data, 1, True))
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """Home Assistant (re)started: it announces `online` on homeassistant/status; send the configs again.
+        A retained birth message delivered on subscribe is old news: the configs just went out on connect."""
+        if client is not self._client or msg.topic != HA_STATUS_TOPIC or msg.retain or msg.payload.strip() != b"online":
+            return
+        self._queue_ha_configs()
         self._wake()
 
     def _on_connect_fail(self, client, userdata) -> None:

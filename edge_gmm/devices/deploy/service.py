@@ -15,6 +15,17 @@ SUPERVISOR = "edge_gmm.devices.deploy.supervisor"
 _DEAD = ("failed", "dead", "exited", "stopped", "inactive")
 
 
+def command_file(layout: Layout, name: str) -> str:
+    """HOME/state/NAME.command.json: the supervisor's env file, log and `edge-gmm run` argv (no secrets: ${VARS})."""
+    return f"{layout.home}/state/{name}.command.json"
+
+
+def record_command(layout: Layout, name: str, env_file: str, argv: list) -> str:
+    path = command_file(layout, name)
+    text = json.dumps({"env_file": env_file, "log": layout.log, "argv": list(argv)})
+    return f"mkdir -p {q(layout.home + '/state')} && printf '%s\\n' {q(text)} > {q(path + '.tmp')} && mv -f {q(path + '.tmp')} {q(path)}"
+
+
 class ServiceControl:
     def __init__(self, transport, layout: Layout, *, systemd: bool, name: str, sudo: str, python: str):
         self.t, self.layout = transport, layout
@@ -61,6 +72,9 @@ class ServiceControl:
             # reset-failed: a unit that hit its start limit refuses a plain restart
             self.t.run(f"{s}systemctl reset-failed {name}; {s}systemctl restart {name}", check=False, what="restart service")
             return
+        # the supervisor's command, kept on the device so `edge-gmm device start` can start it again after a stop
+        self.t.run(record_command(self.layout, self.name, self.spec.env_file, self.spec.run_argv()), check=False,
+                   what="record the service command")
         self.t.run(
             python_module(
                 self.python, SUPERVISOR, "restart", "--run-dir", self.layout.run_dir, "--name", self.name,

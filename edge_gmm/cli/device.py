@@ -1,0 +1,128 @@
+"""`edge-gmm device ACTION --host user@host[:port]`: operate a device `edge-gmm deploy` set up, over the same SSH.
+
+Actions: status, logs [-f] [--lines N], stop, start, restart, rollback (current -> previous release, restarted),
+releases. The ssh and device options are deploy's (--identity, --known-hosts, --accept-new-host-key,
+--remote-home, --remote-python, --service, --no-systemd); pass the ones deploy was given. --json for each.
+Exit 2: a user error (nothing deployed there, no previous release, unknown host key); 75: the service did not
+come up (a restart may cure it).
+
+examples:
+  edge-gmm device status --host nvidia@jetson.local
+  edge-gmm device logs -f --host nvidia@jetson.local
+  edge-gmm device rollback --host nvidia@jetson.local --no-systemd --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+
+from edge_gmm.cli.common import add_json, emit, table
+
+ACTIONS = {
+    "status": "service state and the release it runs",
+    "logs": "the loop's log (journalctl or the supervisor's log file)",
+    "stop": "stop the service",
+    "start": "start the service (nothing when it runs)",
+    "restart": "restart the service",
+    "rollback": "switch current back to the previous release and restart",
+    "releases": "the releases on the device; which is current and previous",
+}
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--host", required=True, help="user@host or user@host:port of the device")
+    g = p.add_argument_group("ssh")
+    g.add_argument("--identity", metavar="KEY", help="private key file for ssh (-i)")
+    g.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check the device's host key against")
+    g.add_argument("--accept-new-host-key", action="store_true", help="trust and record the device's host key if it is not known yet")
+    g = p.add_argument_group("device")
+    g.add_argument("--remote-python", default="python3", help="Python on the device (default: python3)")
+    g.add_argument("--remote-home", metavar="DIR", help="base directory on the device (default: $EDGE_GMM_HOME there, else ~/edge-gmm)")
+    g.add_argument("--no-systemd", action="store_true", help="the service runs under edge-gmm's supervisor (deploy --no-systemd)")
+    g.add_argument("--service", default="edge-gmm", help="systemd unit / supervisor name (default: edge-gmm)")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds start/restart/rollback wait for the service to run (default 30)")
+    add_json(p)
+    return p
+
+
+def configure(p) -> None:
+    common = _common()
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    for name, helptext in ACTIONS.items():
+        sp = sub.add_parser(name, parents=[common], help=helptext, description=helptext)
+        sp.add_argument("--debug", action="store_true", help="show tracebacks")
+        if name == "logs":
+            sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+            sp.add_argument("-n", "--lines", type=int, default=50, help="how many of the last lines (default 50)")
+
+
+def run(args) -> int:
+    from edge_gmm.devices.deploy.ops import DeviceOps, DeviceOptions
+    from edge_gmm.errors import ConfigError
+
+    if getattr(args, "lines", 1) < 0:
+        raise ConfigError(f"--lines {args.lines}: must be 0 or more")
+    opts = DeviceOptions(host=args.host, identity=args.identity, known_hosts=args.known_hosts,
+                         accept_new_host_key=args.accept_new_host_key, remote_python=args.remote_python,
+                         remote_home=args.remote_home, systemd=not args.no_systemd, service=args.service,
+                         timeout=args.timeout)  # fmt: skip
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    with DeviceOps(opts, log=log) as ops:
+        a = args.action
+        if a == "status":
+            st = ops.status()
+            emit(args, st, _status_text(st))
+        elif a == "releases":
+            rows = ops.releases()
+            text = table([{"release": r["release"], "": "current" if r["current"] else ("previous" if r["previous"] else "")}
+                          for r in rows], ["release", ""])  # fmt: skip
+            emit(args, {"host": str(ops.target), "releases": rows}, text)
+        elif a == "logs":
+            if args.follow:
+                if args.json:
+                    raise ConfigError("logs --follow streams text; it does not take --json")
+                return ops.follow(args.lines)
+            lines = ops.logs(args.lines)
+            emit(args, {"host": str(ops.target), "log": ops.log_command(args.lines, False), "lines": lines}, "\n".join(lines))
+        elif a == "stop":
+            st = ops.stop()
+            emit(args, {"host": str(ops.target), "action": "stop", **st}, f"{ops.target}: {ops.svc.describe()} {st['state']}")
+        elif a in ("start", "restart"):
+            st = ops.start(restart=a == "restart")
+            verb = "started" if st["changed"] else "already running"
+            if a == "restart":
+                verb = "restarted"
+            emit(args, {"host": str(ops.target), "action": a, **st},
+                 f"{ops.target}: {ops.svc.describe()} {verb}: {st['state']}{_pid(st)}")  # fmt: skip
+        elif a == "rollback":
+            st = ops.rollback()
+            m = st.get("model") or {}
+            emit(args, {"host": str(ops.target), "action": "rollback", **st},
+                 f"{ops.target}: rolled back from {st['rolled_back_from']} to {st['current']} "
+                 f"({m.get('name')} {m.get('version')}): {st['state']}{_pid(st)}")  # fmt: skip
+    return 0
+
+
+def _pid(st: dict) -> str:
+    return f" (pid {st['pid']})" if st.get("pid") else ""
+
+
+def _status_text(st: dict) -> str:
+    model = st.get("model") or {}
+    when = ""
+    if st.get("deployed_at"):
+        when = ", deployed " + datetime.datetime.fromtimestamp(st["deployed_at"]).strftime("%Y-%m-%d %H:%M:%S")
+    rows = [
+        ("host", st["host"]),
+        ("service", f"{st['service']} ({st['mode']})"),
+        ("state", st["state"] + _pid(st) + (f", restarts {st['restarts']}" if st.get("restarts") else "")
+         + (f", last exit {st['last_exit']}" if st.get("last_exit") not in (None, 0) else "")),
+        ("release", (st.get("current") or "(none)") + (f" ({model.get('name')} {model.get('version')}{when})" if model else "")),
+        ("previous", st.get("previous") or "(none)"),
+        ("home", st["home"]),
+    ]
+    return "\n".join(f"{k + ':':<10}{v}" for k, v in rows)
