@@ -87,3 +87,15 @@ def _jsonable(o: Any):
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
     raise TypeError(f"not JSON-able: {type(o).__name__}")
+
+
+def add_ssh_args(p):
+    """The ssh and device options `deploy` and `device` share; returns the "device" group for more."""
+    g = p.add_argument_group("ssh")
+    g.add_argument("--identity", metavar="KEY", help="private key file for ssh (-i)")
+    g.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check the device's host key against")
+    g.add_argument("--accept-new-host-key", action="store_true", help="trust and record the device's host key if it is not known yet")
+    g = p.add_argument_group("device")
+    g.add_argument("--remote-python", default="python3", help="Python on the device (default: python3)")
+    g.add_argument("--remote-home", metavar="DIR", help="base directory on the device (default: $EDGE_GMM_HOME there, else ~/edge-gmm)")
+    return g

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from edge_gmm.cli.common import add_json, emit
+from edge_gmm.cli.common import add_json, add_ssh_args, emit
 
 
 def configure(p) -> None:
@@ -14,13 +14,7 @@ def configure(p) -> None:
     p.add_argument("--sources", required=True, help="sources file (uploaded) or a source URI, as `edge-gmm run --sources` takes")
     p.add_argument("--mqtt", required=True, help="broker URL the device publishes to (kept in a 0600 env file on the device)")
     p.add_argument("--device-id", help="device id in the MQTT topics (default: the device's hostname)")
-    g = p.add_argument_group("ssh")
-    g.add_argument("--identity", metavar="KEY", help="private key file for ssh (-i)")
-    g.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check the device's host key against")
-    g.add_argument("--accept-new-host-key", action="store_true", help="trust and record the device's host key if it is not known yet")
-    g = p.add_argument_group("device")
-    g.add_argument("--remote-python", default="python3", help="Python on the device (default: python3)")
-    g.add_argument("--remote-home", metavar="DIR", help="base directory on the device (default: $EDGE_GMM_HOME there, else ~/edge-gmm)")
+    g = add_ssh_args(p)
     g.add_argument("--no-systemd", action="store_true", help="run the loop under edge-gmm's supervisor (pid file) instead of a systemd unit")
     g.add_argument("--service", default="edge-gmm", help="systemd unit / supervisor name (default: edge-gmm)")
     g.add_argument("--pubkey", metavar="KEY", help="ed25519 public key: the bundle is verified with it here and on the device, "

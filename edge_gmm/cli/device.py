@@ -18,7 +18,7 @@ import argparse
 import datetime
 import sys
 
-from edge_gmm.cli.common import add_json, emit, table
+from edge_gmm.cli.common import add_json, add_ssh_args, emit, table
 
 ACTIONS = {
     "status": "service state and the release it runs",
@@ -34,13 +34,7 @@ ACTIONS = {
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--host", required=True, help="user@host or user@host:port of the device")
-    g = p.add_argument_group("ssh")
-    g.add_argument("--identity", metavar="KEY", help="private key file for ssh (-i)")
-    g.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check the device's host key against")
-    g.add_argument("--accept-new-host-key", action="store_true", help="trust and record the device's host key if it is not known yet")
-    g = p.add_argument_group("device")
-    g.add_argument("--remote-python", default="python3", help="Python on the device (default: python3)")
-    g.add_argument("--remote-home", metavar="DIR", help="base directory on the device (default: $EDGE_GMM_HOME there, else ~/edge-gmm)")
+    g = add_ssh_args(p)
     g.add_argument("--no-systemd", action="store_true", help="the service runs under edge-gmm's supervisor (deploy --no-systemd)")
     g.add_argument("--service", default="edge-gmm", help="systemd unit / supervisor name (default: edge-gmm)")
     g.add_argument("--timeout", type=float, default=30.0, help="seconds start/restart/rollback wait for the service to run (default 30)")
