@@ -11,7 +11,6 @@ For an ONNX Runtime target only the structural checks apply.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper, shape_inference
 
-from edge_gmm.config import read_mapping
-from edge_gmm.export.targets import OPS_TABLE, uses_tensorrt
+from edge_gmm.export.targets import op_table, trt_version, uses_tensorrt
 
 BAD_IO_TYPES = {TensorProto.BOOL: "bool", TensorProto.INT64: "int64", TensorProto.DOUBLE: "float64"}
 
@@ -48,14 +46,6 @@ class LintReport:
         first = self.issues[0]
         more = f" (+{len(self.issues) - 1} more)" if len(self.issues) > 1 else ""
         return f"FAIL: node {first['node']!r} ({first['op']}): {first['problem']}{more}"
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text)[:3]) or (0,)
-
-
-def load_op_table(path: Path = OPS_TABLE) -> dict[str, str]:
-    return {k: str(v) for k, v in read_mapping(path).get("ops", {}).items()}
 
 
 def lint_onnx(model: onnx.ModelProto | str | Path, target, table: dict[str, str] | None = None) -> LintReport:
@@ -86,8 +76,8 @@ def lint_onnx(model: onnx.ModelProto | str | Path, target, table: dict[str, str]
         report.add("<model>", "shape inference", str(e).splitlines()[0])
 
     trt = uses_tensorrt(target)
-    table = table if table is not None else (load_op_table() if trt else {})
-    trt_version = _version(getattr(target, "tensorrt_version", "") or "0")
+    table = table if table is not None else (op_table() if trt else {})
+    target_trt = trt_version(getattr(target, "tensorrt_version", "") or "0")
     inits = {i.name: i for i in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
     for node in g.node:
@@ -100,7 +90,7 @@ def lint_onnx(model: onnx.ModelProto | str | Path, target, table: dict[str, str]
             since = table.get(node.op_type)
             if since is None:
                 report.add(name, node.op_type, "not supported by TensorRT's ONNX parser (see export/tensorrt-onnx-ops.toml)")
-            elif _version(since) > trt_version:
+            elif trt_version(since) > target_trt:
                 report.add(name, node.op_type, f"needs TensorRT >= {since}; the target has {target.tensorrt_version}")
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2] in inits:
             zp = inits[node.input[2]]
