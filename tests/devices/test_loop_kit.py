@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,14 @@ class MqttSub:
         self.proc.wait(timeout)
         self._reader.join(timeout)
         return self.messages
+
+
+def wait_until(cond, what: str, timeout: float = 15.0) -> None:
+    """Poll `cond` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:

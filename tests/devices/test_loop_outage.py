@@ -15,7 +15,7 @@ import time
 
 from edge_gmm.devices.job import RunSettings, run_device
 from edge_gmm.mqtt.payload import validate
-from test_loop_kit import REPO, MqttSub, tiny_bundle  # noqa: F401  (fixture)
+from test_loop_kit import REPO, MqttSub, tiny_bundle, wait_until  # noqa: F401  (fixture)
 
 
 def start_mcu(link, seconds: float) -> subprocess.Popen:
@@ -35,13 +35,6 @@ def runs(states: list[str]) -> list[str]:
     return [k for k, _ in itertools.groupby(states)]
 
 
-def wait_until(cond, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_a_dead_mcu_is_reported_missing_while_predictions_go_on_and_it_comes_back(mosquitto, tiny_bundle, tmp_path):  # noqa: F811
     link = tmp_path / "ttyMCU"
     sources = tmp_path / "sources.yaml"
@@ -56,14 +49,14 @@ def test_a_dead_mcu_is_reported_missing_while_predictions_go_on_and_it_comes_bac
     runner.start()
     imu = lambda: [p["sensors"]["imu"] for _, p in sub.messages]  # noqa: E731
     try:
-        wait_until(lambda: "ok" in imu(), "imu ok")
+        wait_until(lambda: "ok" in imu(), "imu ok", timeout=20.0)
         mcus[0].terminate()  # the board goes away: its pty closes
         mcus[0].wait(timeout=10)
         n_dead = len(imu())
-        wait_until(lambda: imu()[n_dead:].count("missing") >= 3, "imu missing in 3 predictions")
+        wait_until(lambda: imu()[n_dead:].count("missing") >= 3, "imu missing in 3 predictions", timeout=20.0)
         mcus.append(start_mcu(link, seconds=60))  # ... and comes back on the same link
         n_back = len(imu())
-        wait_until(lambda: "ok" in imu()[n_back:], "imu ok again")
+        wait_until(lambda: "ok" in imu()[n_back:], "imu ok again", timeout=20.0)
         loops[0].request_stop("test done")
         runner.join(timeout=20)
     finally:

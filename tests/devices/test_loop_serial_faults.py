@@ -15,14 +15,7 @@ from edge_gmm.errors import DataError
 from edge_gmm.firmware_bridge.emulator import VirtualMcu, synthetic_feeds
 from edge_gmm.firmware_bridge.protocol import SampleFormat, samples_frame
 from edge_gmm.firmware_bridge.transports import PtyTransport
-from test_loop_kit import SCENARIO_OPTS, LABELS, scenario_sensors, tiny_bundle  # noqa: F401  (fixture)
-
-
-def wait_until(cond, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from test_loop_kit import SCENARIO_OPTS, LABELS, scenario_sensors, tiny_bundle, wait_until  # noqa: F401  (fixture)
 
 
 class SerialRun:
