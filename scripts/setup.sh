@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in mosquitto:mosquitto mosquitto_sub:mosquitto-clients socat:socat sshd:openssh-server \
-            espeak-ng:espeak-ng sox:sox gcc:gcc make:make; do
+            espeak-ng:espeak-ng sox:sox gcc:gcc make:make chromium:chromium chromedriver:chromium-driver; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
+# PortAudio (sounddevice's library) and ALSA's plugins: the audio tests capture from a file-backed ALSA device.
+[ -e /usr/lib/x86_64-linux-gnu/libportaudio.so.2 ] || ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need+=(libportaudio2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -19,7 +21,7 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-if ! .venv/bin/python -c "import edge_gmm, torch, onnxruntime, paho.mqtt, serial, aeon" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import edge_gmm, torch, onnxruntime, paho.mqtt, serial, aeon, sounddevice, cv2, playwright" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the CPU wheel; an unpinned torch pulls a multi-GB CUDA build (FIELD-NOTES).

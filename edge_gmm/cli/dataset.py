@@ -1,4 +1,4 @@
-"""`edge-gmm dataset synth | build | import | inspect`: make, import and look at datasets."""
+"""`edge-gmm dataset synth | build | import | inspect | split`: make, import, look at and split datasets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from edge_gmm.cli.common import add_json, emit, progress
 
 
 def configure(p) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="{synth,build,import,inspect}")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{synth,build,import,inspect,split}")
 
     s = sub.add_parser("synth", help="write a synthetic multimodal scenario (machine-health)")
     s.add_argument("--scenario", default="machine-health", help="scenario name (default: machine-health)")
@@ -56,6 +56,14 @@ def configure(p) -> None:
     n.add_argument("--no-plot", action="store_true", help="summary only")
     add_json(n)
 
+    sp = sub.add_parser("split", help="reassign sessions to train/val/test, stratified by a task's label")
+    sp.add_argument("dir", help="dataset directory (its manifest is rewritten in place)")
+    sp.add_argument("--val", type=float, default=0.2, help="fraction of each label's sessions for val (default 0.2)")
+    sp.add_argument("--test", type=float, default=0.2, help="fraction of each label's sessions for test (default 0.2)")
+    sp.add_argument("--stratify", default=None, metavar="TASK", help="task whose labels to stratify by (default: the first classification task)")
+    sp.add_argument("--seed", type=int, default=0)
+    add_json(sp)
+
 
 def _common(p) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing dataset at --out")
@@ -63,7 +71,7 @@ def _common(p) -> None:
 
 
 def run(args) -> int:
-    return {"synth": _synth, "build": _build, "import": _import, "inspect": _inspect}[args.action](args)
+    return {"synth": _synth, "build": _build, "import": _import, "inspect": _inspect, "split": _split}[args.action](args)
 
 
 def _report(args, out: Path, seconds: float) -> int:
@@ -122,4 +130,14 @@ def _inspect(args) -> int:
         summary["plot"] = str(plot_session(ds, args.session, png))
         text += f"\n  plot: {png}"
     emit(args, summary, text)
+    return 0
+
+
+def _split(args) -> int:
+    from edge_gmm.data.format import Dataset
+    from edge_gmm.data.splits import split_dataset
+
+    ds = split_dataset(Dataset.open(args.dir), val_frac=args.val, test_frac=args.test, stratify=args.stratify, seed=args.seed)
+    result = {"dir": str(ds.path), "splits": ds.splits}
+    emit(args, result, "\n".join([f"split {ds.path}:"] + [f"  {k}: {len(v)} sessions ({', '.join(v)})" for k, v in ds.splits.items()]))
     return 0

@@ -381,6 +381,25 @@ class DatasetWriter:
             os.rename(self._tmp, self.path)
 
 
+def reassign_splits(ds: Dataset, assignment: dict[str, str]) -> Dataset:
+    """Move sessions to other splits (`assignment`: id -> split) by rewriting manifest.json atomically
+    (a temporary file renamed over it): a reader sees the old splits or the new ones, never a mix."""
+    manifest = json.loads(json.dumps(ds.manifest))  # a copy: `ds` stays as it was opened
+    for sid, split in assignment.items():
+        if sid not in manifest["sessions"]:
+            raise DataError(f"{ds.path}: no session {sid!r}")
+        if split not in SPLITS:
+            raise DataError(f"session {sid!r}: split must be one of {SPLITS}, got {split!r}")
+        manifest["sessions"][sid]["split"] = split
+    order = ds.session_ids()  # keep each split's sessions in the order they were written
+    splits = {k: [sid for sid in order if manifest["sessions"][sid]["split"] == k] for k in SPLITS}
+    manifest["splits"] = {k: ids for k, ids in splits.items() if ids}
+    tmp = ds.path / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=1, default=_json_default), encoding="utf-8")
+    os.replace(tmp, ds.path / MANIFEST)
+    return Dataset.open(ds.path)
+
+
 def _json_default(o: Any):
     if isinstance(o, np.generic):
         return o.item()

@@ -10,7 +10,8 @@
 
 The entries may also sit under a top-level `sources:` key. Modalities the file leaves out are reported
 `missing` and masked. `--sources` also takes one URI instead of a file; it then feeds every modality
-(or those in its `?modalities=a,b`).
+(or those in its `?modalities=a,b`). `edge-gmm record` reads the same file (`parse_sources`): there the
+keys name the sensors it records, and `audio://...?rate=` / `camera://...?rate=&size=` say their specs.
 """
 
 from __future__ import annotations
@@ -51,23 +52,35 @@ def looks_like_file(value: str) -> bool:
 def load_sources(value: str, sensors: list[SensorSpec]) -> SourcesPlan:
     """`--sources` value (a file or one URI) → SourcesPlan for the bundle's `sensors`."""
     names = [s.name for s in sensors]
-    timeouts = {s.name: s.stale_after_s for s in sensors}
+    plan = parse_sources(value, check=lambda modalities: _check_known(modalities, names, value))
+    if not looks_like_file(value):
+        plan.specs[0].modalities = plan.specs[0].modalities or list(names)
+        _check_known(plan.specs[0].modalities, names, value)
+    plan.timeouts = {**{s.name: s.stale_after_s for s in sensors}, **plan.timeouts}
+    return plan
+
+
+def parse_sources(value: str, check=None) -> SourcesPlan:
+    """`--sources` value (a file or one URI) → SourcesPlan, with no bundle to check against (what `record`
+    opens): a single URI feeds the modalities of its `?modalities=`, none when it names none. `check(modalities)`
+    sees each file entry's modality before its URI is parsed. `timeouts` holds only those the file sets."""
     if not looks_like_file(value):
         spec = parse_uri(value)
         wanted = spec.options.pop("modalities", "")
-        spec.modalities = [m.strip() for m in wanted.split(",") if m.strip()] or list(names)
-        _check_known(spec.modalities, names, value)
-        return SourcesPlan([spec], timeouts)
+        spec.modalities = [m.strip() for m in wanted.split(",") if m.strip()]
+        return SourcesPlan([spec], {})
 
     data = read_mapping(value)
     if isinstance(data.get("sources"), dict) and len(data) == 1:
         data = data["sources"]
+    timeouts: dict[str, float] = {}
     by_uri: dict[tuple[str, str], SourceSpec] = {}  # (scheme, target): one port, one reader
     for modality, raw in data.items():
         if isinstance(raw, str):
             raw = {"uri": raw}
         entry = from_dict(SourceEntry, raw, source=value, where=modality)
-        _check_known([modality], names, value)
+        if check is not None:
+            check([modality])
         if entry.timeout_s < 0:
             raise ConfigError(f"{value}: {modality}.timeout_s must be >= 0 seconds (0 = the bundle's), got {entry.timeout_s}")
         parsed = parse_uri(entry.uri)

@@ -1,7 +1,9 @@
-"""Capture live bridge sensors into the dataset format (what `edge-gmm record` runs).
+"""Capture live sensors into the dataset format (what `edge-gmm record` runs).
 
-Timestamps are stored relative to the start of the recording (host clock, seconds). Labels hold for
-the whole session (`labels`) or for time ranges of a label track (`segments`, CSV: start,end,label[,task]).
+`capture` polls anything with `chunks(timeout)` and `sensors()`: firmware_bridge readers, and the feeds of
+devices/sources/feeds.py (the MCU, a microphone, a camera). Timestamps are stored relative to the start of
+the recording (host clock, seconds); samples stamped before it are left out. Labels hold for the whole session (`labels`) or for time ranges of a
+label track (`segments`, CSV: start,end,label[,task]).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_gmm.config import SensorSpec, TaskSpec
+from edge_gmm.config import SensorSpec, TaskSpec, WindowSpec
 from edge_gmm.data.format import Dataset, DatasetWriter, Segment, Session, Stream
 from edge_gmm.errors import ConfigError, DataError, DeviceError
 
@@ -39,19 +41,22 @@ def read_label_track(path: str | Path, default_task: str = "state") -> list[Segm
     return segs
 
 
-def capture(readers, seconds: float | None, tick: Callable[[float], None] | None = None, stop=None) -> tuple[dict[str, Stream], list[SensorSpec], float]:
-    """Collect chunks from started readers for `seconds` (None: until `stop()` returns True or Ctrl-C)."""
+def capture(readers, seconds: float | None, tick: Callable[[float], None] | None = None, stop=None,
+            t_start: float | None = None) -> tuple[dict[str, Stream], list[SensorSpec], float]:
+    """Collect chunks from started readers for `seconds` or until `stop()` returns True or Ctrl-C.
+    `t_start`: the session's zero on the host clock (default: now), e.g. when the readers were started."""
     parts: dict[str, list] = defaultdict(list)
-    t_start = time.monotonic()
+    begun = time.monotonic()
+    t_start = begun if t_start is None else t_start
     try:
-        while seconds is None or time.monotonic() - t_start < seconds:
+        while seconds is None or time.monotonic() - begun < seconds:
             if stop is not None and stop():
                 break
             for r in readers:
                 for c in r.chunks(timeout=0.05):
                     parts[c.modality].append(c)
             if tick is not None:
-                tick(time.monotonic() - t_start)
+                tick(time.monotonic() - begun)
     except KeyboardInterrupt:  # Ctrl-C ends an open-ended recording; what was captured is kept
         pass
     for r in readers:
@@ -66,15 +71,16 @@ def capture(readers, seconds: float | None, tick: Callable[[float], None] | None
         x = np.concatenate([c.x for c in chunks]).astype(np.float32)
         order = np.argsort(t, kind="stable")  # a clock re-anchor after a reconnect may step back a little
         t, x = t[order], x[order]
-        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)  # an MCU may send NaN for "no reading"
-        streams[name] = Stream(t[finite], x[finite])
+        keep = np.isfinite(x).reshape(len(x), -1).all(axis=1) & (t >= 0)  # an MCU may send NaN for "no reading"
+        streams[name] = Stream(t[keep], x[keep])
     return streams, [sensors[n] for n in sorted(streams)], t_start
 
 
 def write_recording(out: str | Path, streams: dict[str, Stream], sensors: list[SensorSpec], *,
                     labels: dict[str, str], segments: list[Segment], classes: dict[str, list[str]],
                     session_id: str, split: str = "train", name: str = "recording", append: bool = False,
-                    overwrite: bool = False, meta: dict | None = None) -> Dataset:
+                    overwrite: bool = False, meta: dict | None = None, window: WindowSpec | None = None) -> Dataset:
+    """Write one session; with `append`, into the dataset at `out` (keeping its sessions, splits and window)."""
     if not streams:
         raise DeviceError("nothing was recorded: no sensor sent samples",
                           hint="check the port with 'edge-gmm bridge monitor URL' first")
@@ -84,8 +90,9 @@ def write_recording(out: str | Path, streams: dict[str, Stream], sensors: list[S
         have = {s.name: s for s in old.sensors}
         sensors = list(old.sensors) + [s for s in sensors if s.name not in have]
         name = old.name
+        window = old.window or window
     session = Session(session_id, streams, dict(labels), list(segments), dict(meta or {}))
-    with DatasetWriter(out, name=name, sensors=sensors, tasks=tasks, overwrite=overwrite or old is not None) as w:
+    with DatasetWriter(out, name=name, sensors=sensors, tasks=tasks, window=window, overwrite=overwrite or old is not None) as w:
         if old is not None:
             for split_name, ids in old.splits.items():
                 for sid in ids:

@@ -68,6 +68,7 @@ def test_user_errors_exit_2_with_one_line(cli, tmp_path):
     assert code == 2 and "cannot open serial port" in err and "Traceback" not in err
     code, _, err = cli("bridge", "emulate", "--faults", "lightning", "--seconds", "1")
     assert code == 2 and "unknown fault 'lightning'" in err
-    code, _, err = cli("record", "--sources", "loop://", "--out", tmp_path / "x", "--seconds", "0.3", "--label", "state=a")
-    assert code == 2 and "nothing was recorded" in err
+    code, _, err = cli("record", "--sources", "loop://", "--out", tmp_path / "x", "--seconds", "0.3", "--label", "state=a",
+                       "--start-timeout", "0.5")
+    assert code == 2 and "loop://: not ready within 0.5 s (no sensor descriptor from the MCU)" in err
     assert not (tmp_path / "x").exists()

@@ -3,8 +3,8 @@
     replay://DATASET[?modalities=audio,camera&session=ID&split=test&loop=1]   a recorded dataset
     synth://SCENARIO[?label=..&seed=..&modalities=..]                         a simulated machine, live
     serial:///dev/ttyACM0[?baud=921600] · socket://host:port · a pty path    the MCU via firmware_bridge
-    audio://default[?device=NAME]                                            a microphone (sounddevice)
-    camera://0 · a GStreamer pipeline string ("... ! appsink")               a camera (OpenCV)
+    audio://default[?device=NAME&rate=16000]                                 a microphone (sounddevice)
+    camera://0[?rate=5&size=96x96] · camera://clip.avi[?loop=1] · a GStreamer pipeline ("... ! appsink")   OpenCV
 
 `open_source(uri, sensors, ...)` parses the URI, looks the scheme up in `SOURCES` and builds the source.
 A source is driven from its own thread by `driver.SourceDriver`, which reconnects live sources when
@@ -76,8 +76,10 @@ SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
     "synth": ("label", "seed", "duration", "sessions"),
     "serial": ("baud", "format", "frequency", "name"),
     "socket": ("baud", "format", "frequency", "name"),
-    "audio": ("device", "block"),
-    "camera": (),
+    # rate / size declare the sensor a microphone or camera is recorded as (`record`); `run` checks them
+    # against the bundle. loop: play a video file again from its start when it ends.
+    "audio": ("device", "block", "rate"),
+    "camera": ("rate", "size", "loop"),
     "gstreamer": (),
 }
 
