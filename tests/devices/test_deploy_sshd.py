@@ -435,7 +435,13 @@ def test_a_source_whose_engine_the_device_lacks_is_refused_before_any_upload(dev
     at its first start (and be rolled back). The probe imports what each source needs, so deploy stops at step 1."""
     sources = tmp_path / "sources.yaml"
     sources.write_text("audio: audio://default\nimu: synth://machine-health\n")
-    code, out, err = cli(*device.args(bundles["v1"], "--sources", str(sources)))
+    shadow = tmp_path / "shadow"  # this machine has sounddevice (the record tests use it): the device must not
+    shadow.mkdir()
+    (shadow / "sounddevice.py").write_text("raise ImportError('No module named sounddevice')\n")
+    python = tmp_path / "device-python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={shadow} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    code, out, err = cli(*device.args(bundles["v1"], "--sources", str(sources), "--remote-python", str(python)))
     assert code == 2, out + err
     assert "audio://default needs sounddevice" in err and "edge-gmm[audio]" in err
     assert "[2/9]" not in out  # nothing packaged, nothing uploaded
