@@ -128,3 +128,23 @@ def test_host_and_inventory_are_exclusive_and_host_needs_profile_sources_mqtt(bu
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     code, _, err = cli("deploy", str(bundles["v1"]), "--host", "a@b", "--profile", "cpu-x86_64")
     assert code == 2 and "deploy --host needs --sources, --mqtt" in err
+
+
+def test_parallel_deploys_build_the_checkouts_wheel_once(monkeypatch, tmp_path):
+    """Devices lacking edge-gmm get the wheel built here; two `pip wheel` runs of one checkout would race."""
+    import threading
+
+    from edge_gmm.devices.deploy import local
+
+    builds = []
+    monkeypatch.setattr(local, "build_wheel", lambda explicit=None: builds.append(explicit) or tmp_path / (explicit or "built.whl"))
+    shared = local.SharedWheel()
+    start = threading.Barrier(4)
+    got = []
+    threads = [threading.Thread(target=lambda: (start.wait(), got.append(shared(None)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert builds == [None] and got == [tmp_path / "built.whl"] * 4
+    assert shared("given.whl") == tmp_path / "given.whl" and builds == [None, "given.whl"]  # a --wheel file: as it is

@@ -88,11 +88,14 @@ class DeployResult:
 
 
 class Deployer:
-    def __init__(self, opts: DeployOptions, *, log: Callable[[str], None] = print, transport=None):
+    def __init__(self, opts: DeployOptions, *, log: Callable[[str], None] = print, transport=None,
+                 wheel: Callable[[str | None], Path] = build_wheel):
+        """`wheel(opts.wheel)` gives the wheel step 2 installs; a fleet passes one SharedWheel to all its Deployers."""
         from edge_gmm.devices.profiles import load_profile, profile_file
 
         self.o = opts
         self.log = log
+        self._wheel = wheel
         self.target = SshTarget.parse(opts.host)
         self.profile = load_profile(opts.profile)
         self.profile_path = profile_file(opts.profile)
@@ -323,7 +326,7 @@ class Deployer:
             wheel_remote = f"{self.layout.wheels}/{wheel_name}"
             self.log(f"    > upload {wheel_name} -> {wheel_remote}")
         else:
-            wheel = build_wheel(self.o.wheel)
+            wheel = self._wheel(self.o.wheel)
             wheel_remote = f"{self.layout.wheels}/{wheel.name}"
             self.t.put_bytes(wheel.read_bytes(), wheel_remote)
         self.t.run(

@@ -2,7 +2,13 @@
 
 Each host runs the single-host `Deployer` unchanged (its own ssh connection, its own rollback); this module
 only schedules them. By default the first failure stops the fleet: hosts not yet started are `skipped`,
-the ones already running finish (a deploy cut off half-way would leave a device between releases).
+the ones already running finish (a deploy cut off half-way would leave a device between releases). Ctrl-C
+does the same, whatever --keep-going says.
+
+A Deployer keeps its state to itself (its own SshTransport and ControlMaster socket dir, its own MQTT status
+watcher); nothing chdirs or sets the environment. What the hosts share is prepared once: a .tar bundle is
+extracted here before the threads start (two threads extracting it would race), and the checkout's wheel is
+built once, by the first host that lacks edge-gmm (SharedWheel).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Callable
 
 from edge_gmm.devices.deploy.deployer import DeployOptions, Deployer
 from edge_gmm.devices.deploy.inventory import HostEntry
+from edge_gmm.devices.deploy.local import LocalBundle, SharedWheel
 from edge_gmm.errors import EXIT_OK, EdgeGmmError
 
 
@@ -70,8 +77,11 @@ class Fleet:
         self._log = log
         self._log_lock = threading.Lock()
         self._failed = threading.Event()
+        self._interrupted = threading.Event()
+        self._wheel = SharedWheel()
 
     def run(self) -> list[HostOutcome]:
+        LocalBundle.open(self.bundle)  # a .tar is extracted now, once, not by racing threads
         canary, rest = self.hosts[: self.s.canary], self.hosts[self.s.canary :]
         outcomes = self._wave(canary)
         if canary and any(o.failed for o in outcomes):
@@ -83,19 +93,26 @@ class Fleet:
 
     def _wave(self, hosts: list[HostEntry]) -> list[HostOutcome]:
         with ThreadPoolExecutor(max_workers=max(1, self.s.parallel), thread_name_prefix="deploy") as pool:
-            return list(pool.map(self._one, hosts))
+            try:
+                return list(pool.map(self._one, hosts))
+            except KeyboardInterrupt:  # the queued hosts skip; the running deploys finish (or roll back)
+                self._interrupted.set()
+                raise
 
     def _one(self, h: HostEntry) -> HostOutcome:
-        if self._failed.is_set() and not self.s.keep_going:
+        if self._interrupted.is_set() or (self._failed.is_set() and not self.s.keep_going):
             return self._skipped(h)
         name = h.device_id or h.host
         t0 = time.monotonic()
         deployer = None
+        log = lambda line: self._say(f"[{name}] {line}")  # noqa: E731
         try:
-            deployer = Deployer(deploy_options(self.bundle, h, self.s), log=lambda line: self._say(f"[{name}] {line}"))
+            deployer = Deployer(deploy_options(self.bundle, h, self.s), log=log, wheel=self._wheel)
             result = deployer.run()
         except Exception as e:  # one host's failure, or a bug in its deploy, must not hide the other hosts' results
             self._failed.set()
+            for line in f"error: {e}".splitlines():  # with its hint (a rollback's: the loop's last log lines)
+                log(line)
             rolled_back = deployer is not None and deployer.result.rolled_back
             return HostOutcome(h.host, h.device_id or "", "rolled back" if rolled_back else "failed",
                                seconds=round(time.monotonic() - t0, 1), error=_one_line(e),

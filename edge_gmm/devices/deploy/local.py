@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,23 @@ def build_wheel(explicit: str | None = None) -> Path:
     if proc.returncode != 0 or not wheels:
         raise DeviceError(f"building the edge-gmm wheel failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
     return wheels[-1]
+
+
+class SharedWheel:
+    """build_wheel for deploys running in parallel threads: the checkout's wheel is built once, when the first
+    device lacks edge-gmm (two `pip wheel` runs of one checkout race in its build/ folder)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._built: Path | None = None
+
+    def __call__(self, explicit: str | None = None) -> Path:
+        if explicit:
+            return build_wheel(explicit)
+        with self._lock:
+            if self._built is None:
+                self._built = build_wheel()
+            return self._built
 
 
 def version_tuple(v: str | None) -> tuple[int, ...]:
