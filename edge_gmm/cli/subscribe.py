@@ -1,7 +1,11 @@
-"""`edge-gmm subscribe`: watch fused predictions over MQTT, as a live table or as JSON lines.
+"""`edge-gmm subscribe`: watch fused predictions over MQTT, as a live table, as JSON lines, or on a web page.
 
 Exit codes: 0 when --count predictions arrived (or on Ctrl-C / --timeout without --count), 1 when
 --timeout passed before --count was reached, 2 on a user error (bad URL, refused password, no broker).
+
+examples:
+  edge-gmm subscribe --mqtt mqtt://broker:1883                 # live table
+  edge-gmm subscribe --mqtt mqtt://broker:1883 --web 8080      # live page at http://127.0.0.1:8080/
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ def configure(p) -> None:
     p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N predictions")
     p.add_argument("--timeout", type=float, default=0.0, metavar="S", help="exit after S seconds")
     p.add_argument("--validate", action="store_true", help="check every payload against the JSON Schema")
+    p.add_argument("--web", metavar="[HOST:]PORT",
+                   help="serve a live web page of the predictions instead of printing them (HOST defaults to "
+                   "127.0.0.1, this machine only; 0.0.0.0:PORT exposes it to everyone on the network, unauthenticated; "
+                   "PORT 0 picks a free port); the URL is printed on stdout")
 
 
 def run(args) -> int:
@@ -32,6 +40,8 @@ def run(args) -> int:
     from edge_gmm.mqtt.url import parse_mqtt_url
 
     broker = parse_mqtt_url(args.mqtt, password_file=args.password_file)
+    if args.web is not None:
+        return _run_web(args, broker)
     live = not args.json and sys.stdout.isatty()
     printer = _limit(_print_json if args.json else _print_line, args.count) if not live else None
     sub = Subscriber(broker, args.device, client_id=args.client_id, validate=args.validate,
@@ -58,15 +68,52 @@ def run(args) -> int:
         sub.stop()
     if live:
         _redraw(sub)
-    stats = sub.stats()
-    summary = (f"received {stats['received']} predictions from {stats['devices']} device(s): "
-               f"{stats['gaps']} missing (gaps), {stats['duplicates']} duplicates, {stats['invalid']} invalid, "
-               f"{stats['bad_payloads']} bad payloads")
-    print(summary, file=sys.stderr)
+    stats = _summary(sub)
     if not reached:
         print(f"timeout: {stats['received']} of {args.count} predictions arrived in {args.timeout:g} s", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_web(args, broker) -> int:
+    """Serve the live page until Ctrl-C (or --timeout): a WebHub fed by the Subscriber, one HTTP server."""
+    from edge_gmm.errors import ConfigError
+    from edge_gmm.mqtt.subscriber import Subscriber
+    from edge_gmm.mqtt.web import WebHub, WebServer, parse_web_address
+
+    if args.json or args.count:
+        raise ConfigError("--web serves a page until Ctrl-C; --json and --count are for scripts",
+                          hint="run a second 'edge-gmm subscribe --json' for scripts")
+    host, port = parse_web_address(args.web)
+    hub = WebHub(broker.display())
+    server = WebServer(hub, host, port)  # bind first: a taken port fails before the broker is contacted
+    sub = Subscriber(broker, args.device, client_id=args.client_id, validate=args.validate, keep=1,
+                     on_message=hub.message, on_connection=hub.connection)
+    try:
+        sub.start()
+        server.start()
+        print(server.url, flush=True)
+        exposed = " (all interfaces: anyone who can reach this port sees the predictions)" if host == "0.0.0.0" else ""
+        print(f"web view of {broker.display()} device {args.device} on {server.url}{exposed}; Ctrl-C to stop",
+              file=sys.stderr)
+        deadline = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
+        while time.monotonic() < deadline:
+            time.sleep(REFRESH_S)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.stop()
+        server.stop()
+    _summary(sub)
+    return 0
+
+
+def _summary(sub) -> dict:
+    stats = sub.stats()
+    print(f"received {stats['received']} predictions from {stats['devices']} device(s): "
+          f"{stats['gaps']} missing (gaps), {stats['duplicates']} duplicates, {stats['invalid']} invalid, "
+          f"{stats['bad_payloads']} bad payloads", file=sys.stderr)
+    return stats
 
 
 def _limit(fn, count: int):

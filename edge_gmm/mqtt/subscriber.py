@@ -11,6 +11,9 @@ in `bad_payloads` and skipped; one that breaks the schema (with `validate`) in `
 reception: nothing raised in paho's thread may end it.
 
 `Subscriber(...).start()`, `wait(n, timeout)`, `collect(n, timeout)`, `stats()`, `devices()`, `stop()`.
+Callbacks, all in paho's thread: `on_prediction(payload, outcome)`; `on_message(device_id, kind, payload,
+outcome)` for predictions and status messages alike (device_id from the topic; outcome None for a status);
+`on_connection(connected)` on every (re)subscription and every disconnect (paho reconnects by itself).
 With a `client_id` the session is persistent (clean_start False + expiry): predictions published while
 this subscriber is away (or while the broker restarts) are kept for it by the broker.
 """
@@ -99,6 +102,8 @@ class Subscriber:
         validate: bool = False,
         keep: int = 100_000,
         on_prediction: Callable[[dict[str, Any], str], None] | None = None,
+        on_message: Callable[[str, str, dict[str, Any], str | None], None] | None = None,
+        on_connection: Callable[[bool], None] | None = None,
     ):
         self.broker = broker
         self.device = device
@@ -106,6 +111,8 @@ class Subscriber:
         self.client_id = client_id or f"edge-gmm-sub-{uuid.uuid4().hex[:10]}"
         self.validate = validate
         self.on_prediction = on_prediction  # called in paho's thread with (payload, 'ok'|'gap'|...)
+        self.on_message = on_message  # every prediction and status (retained ones included), keyed by topic
+        self.on_connection = on_connection  # True once subscribed, False when the connection drops
         self.predictions: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self.invalid = 0  # broke the schema (validate=True)
         self.bad_payloads = 0  # could not be used at all
@@ -175,11 +182,13 @@ class Subscriber:
             self._refusal = f"subscription refused: {', '.join(str(r) for r in reasons)}"
         else:
             self._connected.set()
+            self._notify(self.on_connection, True)
         self._attempted.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self._connected.clear()
         self._attempted.set()  # closed before a CONNACK: an MQTT 3.1.1-only broker does that to MQTT 5
+        self._notify(self.on_connection, False)
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
@@ -213,22 +222,30 @@ class Subscriber:
                 self.invalid += 1
                 log.warning("%s: invalid payload: %s", msg.topic, e)
                 return
+        outcome = None
         with self._cond:
             view = self._devices.setdefault(device_id, DeviceView(device_id))
             if kind == "status":
                 view.status = payload
-                return
-            outcome = view.seq.add(seq)
-            view.last = payload
-            view.received_at = time.time()
-            self.predictions.append(payload)
-            self._received += 1
-            self._cond.notify_all()
-        if self.on_prediction is not None:
+            else:
+                outcome = view.seq.add(seq)
+                view.last = payload
+                view.received_at = time.time()
+                self.predictions.append(payload)
+                self._received += 1
+                self._cond.notify_all()
+        # outside the lock: a callback may take its own locks
+        if outcome is not None:
+            self._notify(self.on_prediction, payload, outcome)
+        self._notify(self.on_message, device_id, kind, payload, outcome)
+
+    @staticmethod
+    def _notify(callback: Callable[..., None] | None, *args: Any) -> None:
+        if callback is not None:
             try:
-                self.on_prediction(payload, outcome)
+                callback(*args)
             except Exception:  # a bug in the caller's callback must not stop reception
-                log.exception("on_prediction callback")
+                log.exception("subscriber callback %s", getattr(callback, "__qualname__", callback))
 
     # ------------------------------------------------------------ for callers
 
