@@ -241,6 +241,38 @@ MAX_WINDOWS_PER_CALL = 64  # pop_ready's bound on work and memory per call (64 c
 JUMP_WINDOWS = 4  # window lengths (plus the longest stale timeout) beyond which a time jump is a discontinuity
 
 
+# Bad-time defences, shared by StreamingAssembler and the device's token cache (devices/tokens.py).
+
+
+def time_pieces(t: np.ndarray, jump_s: float) -> tuple[list[np.ndarray], int]:
+    """One chunk's times -> (index arrays of its finite samples, split where the time jumps by more than jump_s,
+    how many non-finite times were left out). A time of inf would move the grid without end; a jump inside one
+    chunk is as much a discontinuity as one between chunks, so the caller takes the pieces in turn."""
+    finite = np.flatnonzero(np.isfinite(t))
+    if not finite.size:
+        return [], int(t.size)
+    cuts = np.flatnonzero(np.abs(np.diff(t[finite])) > jump_s) + 1
+    return np.split(finite, cuts), int(t.size - finite.size)
+
+
+def is_jump(t0: float, last: float, ahead: float, jump_s: float) -> bool:
+    """A piece starting at t0 is a discontinuity: more than jump_s ahead of `ahead` (every stream and the grid)
+    or behind its own stream's newest sample `last`."""
+    return t0 > ahead + jump_s or t0 < last - jump_s
+
+
+def has_passed(end: float, last: float, now: float, stale_after_s: float) -> bool:
+    """A stream's clock has passed `end`: its newest sample `last` is at or after it, or the newest sample of any
+    stream (`now`) is more than stale_after_s past it (the stream is stale; what it delivered is all there is)."""
+    return last >= end or now - end > stale_after_s
+
+
+def in_order(t: np.ndarray, last: float) -> np.ndarray:
+    """Samples that can still be placed (bool[n]): out of order ones, behind the stream's newest `last` or an
+    earlier sample of this chunk, cannot."""
+    return (t >= last) & (t >= np.maximum.accumulate(t))
+
+
 class StreamingAssembler:
     """Builds the same windows as `window_session` from chunks as they arrive.
 
@@ -302,25 +334,18 @@ class StreamingAssembler:
         if m not in self._last:
             raise DataError(f"chunk for unknown modality {m!r}; expected one of {self.modalities}")
         t, x = np.asarray(chunk.t, dtype=np.float64), np.asarray(chunk.x)
-        finite = np.isfinite(t)
-        if not finite.all():  # a time of inf would move the grid without end
-            self.invalid[m] += int((~finite).sum())
-            t, x = t[finite], x[finite]
-        if not t.size:
-            return
-        # a jump inside one chunk is as much a discontinuity as one between chunks: take the pieces in turn
-        cuts = np.flatnonzero(np.abs(np.diff(t)) > self.jump_s) + 1
-        for piece in np.split(np.arange(t.size), cuts):
+        pieces, n_invalid = time_pieces(t, self.jump_s)
+        self.invalid[m] += n_invalid
+        for piece in pieces:
             self._push_piece(m, t[piece], x[piece])
 
     def _push_piece(self, m: str, t: np.ndarray, x: np.ndarray) -> None:
         first = self.now == -math.inf  # no data yet: a start far from the origin is where the grid begins
         ahead = max(self.now, window_end(self.origin, self._k, self.window))
-        jumped = not first and (t[0] > ahead + self.jump_s or t[0] < self._last[m] - self.jump_s)
+        jumped = not first and is_jump(float(t[0]), self._last[m], ahead, self.jump_s)
         if jumped:
             self._restart(m, float(t[0]))
-        # out of order, behind the stream's newest or an earlier sample of this chunk: can no longer be placed
-        keep = (t >= self._last[m]) & (t >= np.maximum.accumulate(t))
+        keep = in_order(t, self._last[m])
         if not keep.all():
             self.dropped[m] += int((~keep).sum())
             if not keep.any():
@@ -379,8 +404,7 @@ class StreamingAssembler:
         now = self.now
         if now < end:
             return False
-        # A stream's clock is its newest sample, or now - stale_after_s once it has fallen that far behind.
-        return all(last >= end or now - end > s.stale_after_s for s, last in zip(self.sensors, self._last.values()))
+        return all(has_passed(end, last, now, s.stale_after_s) for s, last in zip(self.sensors, self._last.values()))
 
     def _emit(self, final: bool):
         out, self._early = self._early, []

@@ -61,10 +61,16 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+def key_bias(present: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool, True = present -> (B, 1, 1, N) additive attention bias: 0 or MASK_BIAS."""
+    return ((1.0 - present.float()) * MASK_BIAS).reshape(present.shape[0], 1, 1, -1)
+
+
 class Resampler(nn.Module):
     """K learned queries cross-attend to one modality's tokens: (B, N, D) -> (B, K, D).
 
-    All tokens of one modality share its mask, so no bias is needed here; the backbone masks the K outputs.
+    Absent tokens get the key bias, so they have weight 0 as long as one token is present. With none present
+    every weight is equal (finite, no NaN) and the backbone masks the K outputs, as for an absent modality.
     """
 
     def __init__(self, dim: int, queries: int, heads: int):
@@ -74,7 +80,7 @@ class Resampler(nn.Module):
         self.attn = Attention(dim, heads)
         self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         q = self.queries.expand(tokens.shape[0], -1, -1)
-        x = q + self.attn(q, self.norm(tokens))
+        x = q + self.attn(q, self.norm(tokens), bias)
         return x + self.mlp(x)

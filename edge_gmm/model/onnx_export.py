@@ -1,6 +1,7 @@
 """Export a GMM to ONNX the way the toolkit needs it: dynamo exporter, opset 18, static shapes,
 positional inputs (modalities then `mask`), outputs (logits per task then `embedding`), and the log-mel
-front-end nodes renamed `logmel/...` so a quantizer can exclude them by name.
+front-end nodes renamed `logmel/...` so a quantizer can exclude them by name. `export_module` does the same
+for the streaming split (`GMM.token_encoder(m)`, `GMM.fusion()`).
 """
 
 from __future__ import annotations
@@ -22,24 +23,37 @@ def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18, target
     are recorded in the model's metadata (`edge_gmm.rewrites`); parity against torch is the caller's check."""
     import onnx
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     wrapper = model.export_wrapper().eval()
     inputs, mask = model.example_inputs(batch)
     args = tuple(inputs[m] for m in model.modalities) + (mask,)
-    with torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, verbose=False,
-                                    input_names=model.input_names, output_names=model.output_names)
-    program.save(str(path))
-    proto = onnx.load(str(path))
-    tag_logmel_nodes(proto)
+    path = export_module(wrapper, args, path, model.input_names, model.output_names, opset)
     if target is not None:
         from edge_gmm.export.rewrites import rewrite_for_target
 
+        proto = onnx.load(str(path))
         applied = rewrite_for_target(proto, target)
         if applied:
             proto.metadata_props.add(key="edge_gmm.rewrites", value=",".join(applied))
+        onnx.save(proto, str(path))
+    return path
+
+
+def export_module(module, args: tuple, path: str | Path, input_names: list[str], output_names: list[str],
+                  opset: int = 18) -> Path:
+    """Any positional module (the whole GMM, `GMM.token_encoder(m)`, `GMM.fusion()`) at the static shapes of
+    `args`, with its log-mel nodes tagged; returns the path."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with torch.no_grad(), _quiet_exporter():
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
+                                    input_names=input_names, output_names=output_names)
+    program.save(str(path))
+    proto = onnx.load(str(path))
+    tag_logmel_nodes(proto)
     onnx.save(proto, str(path))
     return path
 

@@ -75,7 +75,12 @@ def load_weights(model, path: Path) -> None:
         state = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for a torn or foreign file
         raise DataError(f"{path}: cannot read weights: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: weights of another model version or preset
+        detail = str(e).splitlines()[-1].strip()  # torch: a header line, then one line per mismatched tensor
+        raise DataError(f"{path}: weights do not fit preset {model.preset_name!r} ({detail})",
+                        hint="the weights come from another training or an older edge-gmm; retrain") from None
     if missing or unexpected:
         raise DataError(f"{path}: weights do not fit preset {model.preset_name!r} "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
