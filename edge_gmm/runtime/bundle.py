@@ -6,6 +6,8 @@ A bundle is a directory (or a .tar of one) holding:
     manifest.json.sha256   sha256 of manifest.json: catches accidental corruption of the manifest itself
     manifest.json.sig      optional ed25519 signature over the manifest bytes (raw 64 bytes)
     model.<precision>.onnx the artifacts, each listed in the manifest with its sha256
+    stream.<graph>.<precision>.onnx  the streaming split (optional, manifest `stream`): one encoder graph per
+                           modality and one fusion graph, each listed with its sha256 (docs/bundle.md)
     golden.npz             golden windows and FP32 reference outputs (runtime/golden.py), hashed in the manifest's files
     engines/               TensorRT engines built on the device (not part of the signed content)
 
@@ -99,6 +101,40 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
+WHOLE = "window"  # the whole-window graph's name; the streaming split's are "encoder.<modality>" and "fusion"
+FUSION = "fusion"
+
+
+def encoder_graph(modality: str) -> str:
+    return f"encoder.{modality}"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One ONNX graph of a bundle at every precision it was exported in: the whole-window graph, or one of the
+    streaming split (manifest `stream.graphs`). What a runner needs: I/O specs and the file per precision."""
+
+    name: str
+    inputs: list
+    outputs: list
+    artifacts: dict
+    root: Path
+    source: Path
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.artifacts)
+
+    def artifact_path(self, precision: str) -> Path:
+        if precision not in self.artifacts:
+            what = "" if self.name == WHOLE else f" for graph {self.name!r}"
+            raise BundleError(
+                f"{self.source}: no {precision} artifact{what}; this bundle has {', '.join(self.artifacts)}",
+                hint="export again with a target of that precision, or pick one listed",
+            )
+        return self.root / self.artifacts[precision]["file"]
+
+
 class Bundle:
     """A bundle on disk. `Bundle.open(path)` reads and checks the manifest's structure; `verify()` checks bytes."""
 
@@ -168,14 +204,31 @@ class Bundle:
         return target if target in self.manifest["artifacts"] else self.precisions[0]
 
     def artifact_path(self, precision: str | None = None) -> Path:
-        precision = precision or self.default_precision()
-        arts = self.manifest["artifacts"]
-        if precision not in arts:
-            raise BundleError(
-                f"{self.source}: no {precision} artifact; this bundle has {', '.join(arts)}",
-                hint="export again with a target of that precision, or pick one listed",
-            )
-        return self.root / arts[precision]["file"]
+        return self.graph().artifact_path(precision or self.default_precision())
+
+    # ------------------------------------------------------------ graphs (whole window, streaming split)
+    @property
+    def stream(self) -> dict | None:
+        """The manifest's `stream` section (dim, layouts, graphs, parity, metrics), or None for a bundle
+        exported without the streaming split."""
+        return self.manifest.get("stream") or None
+
+    @property
+    def graph_names(self) -> list[str]:
+        return [WHOLE] + list((self.stream or {}).get("graphs", {}))
+
+    def graph(self, name: str | None = None) -> Graph:
+        """A graph by name: None or WHOLE the whole-window one, else "encoder.<m>" or "fusion"."""
+        if name in (None, WHOLE):
+            return Graph(WHOLE, self.inputs, self.outputs, self.manifest["artifacts"], self.root, self.source)
+        graphs = (self.stream or {}).get("graphs", {})
+        if name not in graphs:
+            have = ", ".join(graphs) if graphs else "none: it was exported without the streaming split"
+            raise BundleError(f"{self.source}: no graph {name!r} (streaming graphs: {have})",
+                              hint="export it again with this edge-gmm, or run with --whole-window")
+        g = graphs[name]
+        return Graph(name, [TensorSpec.from_dict(d) for d in g["inputs"]],
+                     [TensorSpec.from_dict(d) for d in g["outputs"]], g["artifacts"], self.root, self.source)
 
     # ------------------------------------------------------------ verifying
     def verify(self, pubkey: str | Path | bytes | None = None, *, engines: bool = True) -> list[str]:
@@ -199,6 +252,12 @@ class Bundle:
             if sha256_file(f) != art["sha256"]:
                 raise BundleError(f"{f}: sha256 differs from the manifest: the file changed after export")
             checked.append(art["file"])
+        for name, graph in (self.stream or {}).get("graphs", {}).items():
+            for precision, art in graph["artifacts"].items():
+                f = self._regular(art["file"], f"{precision} artifact of graph {name!r}")
+                if sha256_file(f) != art["sha256"]:
+                    raise BundleError(f"{f}: sha256 differs from the manifest: the file changed after export")
+                checked.append(art["file"])
         for rel, digest in self.manifest.get("files", {}).items():
             if sha256_file(self._regular(rel, "listed in the manifest's files")) != digest:
                 raise BundleError(f"{self.root / rel}: changed since export (sha256 differs from the manifest)")
@@ -352,12 +411,7 @@ def check_manifest(m: Any, *, where: str = MANIFEST) -> None:
         need(isinstance(m.get(key, {}), dict), f"'{key}' must be an object")
     need(isinstance(m.get("modalities", []), list) and all(isinstance(x, str) for x in m.get("modalities", [])),
          "'modalities' must be a list of input names")
-    need(isinstance(m["artifacts"], dict) and m["artifacts"], "'artifacts' must name at least one precision")
-    for precision, art in m["artifacts"].items():
-        need(precision in PRECISIONS, f"artifacts: unknown precision {precision!r} (expected one of {PRECISIONS})")
-        need(isinstance(art, dict) and {"file", "sha256"} <= set(art), f"artifacts.{precision}: needs 'file' and 'sha256'")
-        need(safe_relpath(art["file"]) and "/" not in art["file"], f"artifacts.{precision}.file must be a plain file name")
-        need(_is_sha256(art["sha256"]), f"artifacts.{precision}.sha256 must be 64 hex digits")
+    _check_artifacts(m["artifacts"], "artifacts", need)
     files = m.get("files", {})
     need(isinstance(files, dict), "'files' must map relative paths to sha256")
     for rel, digest in files.items():
@@ -367,6 +421,40 @@ def check_manifest(m: Any, *, where: str = MANIFEST) -> None:
         need(isinstance(m[side], list) and 0 < len(m[side]) <= MAX_TENSORS, f"'{side}' must be a non-empty list (at most {MAX_TENSORS})")
         for t in m[side]:
             _check_tensor(t, side, need)
+    if m.get("stream") is not None:
+        _check_stream(m["stream"], need)
+
+
+def _check_artifacts(arts: Any, where: str, need) -> None:
+    need(isinstance(arts, dict) and arts, f"'{where}' must name at least one precision")
+    for precision, art in arts.items():
+        need(precision in PRECISIONS, f"{where}: unknown precision {precision!r} (expected one of {PRECISIONS})")
+        need(isinstance(art, dict) and {"file", "sha256"} <= set(art), f"{where}.{precision}: needs 'file' and 'sha256'")
+        need(isinstance(art["file"], str) and safe_relpath(art["file"]) and "/" not in art["file"],
+             f"{where}.{precision}.file must be a plain file name")
+        need(_is_sha256(art["sha256"]), f"{where}.{precision}.sha256 must be 64 hex digits")
+
+
+def _check_stream(st: Any, need) -> None:
+    """The streaming split: dim, per-modality layouts (checked again by TokenLayout), graphs with static I/O."""
+    need(isinstance(st, dict), "'stream' must be an object")
+    dim = st.get("dim")
+    need(isinstance(dim, int) and not isinstance(dim, bool) and 0 < dim <= 1 << 16, "stream.dim must be a positive int")
+    need(isinstance(st.get("layouts"), dict) and all(isinstance(v, dict) for v in st["layouts"].values()),
+         "stream.layouts must map modalities to objects")
+    graphs = st.get("graphs")
+    need(isinstance(graphs, dict) and FUSION in graphs, "stream.graphs must be an object with a 'fusion' graph")
+    need(len(graphs) <= MAX_TENSORS, f"stream.graphs: at most {MAX_TENSORS}")
+    for name, g in graphs.items():
+        need(name == FUSION or (isinstance(name, str) and name.startswith("encoder.")),
+             f"stream.graphs: unknown graph {name!r} (expected 'fusion' or 'encoder.<modality>')")
+        need(isinstance(g, dict), f"stream.graphs.{name} must be an object")
+        for side in ("inputs", "outputs"):
+            need(isinstance(g.get(side), list) and 0 < len(g[side]) <= MAX_TENSORS,
+                 f"stream.graphs.{name}.{side} must be a non-empty list")
+            for t in g[side]:
+                _check_tensor(t, f"stream.graphs.{name}.{side}", need)
+        _check_artifacts(g.get("artifacts"), f"stream.graphs.{name}.artifacts", need)
 
 
 def _check_tensor(t: Any, side: str, need) -> None:
@@ -402,10 +490,13 @@ def write_bundle(
     *,
     sign_key: str | Path | None = None,
     extra_files: dict[str, Path] | None = None,
+    stream_artifacts: dict[str, dict[str, Path]] | None = None,
 ) -> Path:
     """Write a bundle directory. `manifest` lacks hashes; `artifacts` maps precision -> ONNX file to copy in.
 
     Each artifact lands as `model.<precision>.onnx`; its sha256 and size are filled into manifest['artifacts'].
+    `stream_artifacts` (graph name -> precision -> ONNX file) does the same for manifest['stream']['graphs'],
+    each landing as `stream.<graph>.<precision>.onnx`.
     """
     import shutil
 
@@ -417,19 +508,14 @@ def write_bundle(
     out.mkdir(parents=True, exist_ok=True)
     m = dict(manifest)
     m["format"], m["format_version"] = FORMAT, FORMAT_VERSION
-    arts = {}
-    for precision, src in artifacts.items():
-        name = f"model.{precision}.onnx"
-        shutil.copyfile(src, out / name)
-        arts[precision] = {
-            **m.get("artifacts", {}).get(precision, {}),
-            "file": name,
-            "precision": precision,
-            "format": "onnx",
-            "bytes": (out / name).stat().st_size,
-            "sha256": sha256_file(out / name),
-        }
+    arts = _copy_artifacts({p: (f"model.{p}.onnx", src) for p, src in artifacts.items()}, out, m.get("artifacts", {}))
     m["artifacts"] = arts
+    if stream_artifacts:
+        st = dict(m["stream"])
+        st["graphs"] = {name: {**st["graphs"][name], "artifacts": _copy_artifacts(
+            {p: (f"stream.{name}.{p}.onnx", src) for p, src in per.items()}, out,
+            st["graphs"][name].get("artifacts", {}))} for name, per in stream_artifacts.items()}
+        m["stream"] = st
     files = {}
     for rel, src in (extra_files or {}).items():
         shutil.copyfile(src, out / rel)
@@ -438,6 +524,18 @@ def write_bundle(
         m["files"] = files
     write_manifest(out, m, sign_key=sign_key)
     return out
+
+
+def _copy_artifacts(files: dict[str, tuple[str, Path]], out: Path, extra: dict) -> dict:
+    """precision -> (name, source) copied into `out`, as a manifest artifacts table (with `extra`'s fields)."""
+    import shutil
+
+    arts = {}
+    for precision, (name, src) in files.items():
+        shutil.copyfile(src, out / name)
+        arts[precision] = {**extra.get(precision, {}), "file": name, "precision": precision, "format": "onnx",
+                           "bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)}
+    return arts
 
 
 def write_manifest(out: str | Path, m: dict, *, sign_key: str | Path | None = None) -> None:

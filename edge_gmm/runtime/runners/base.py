@@ -16,20 +16,23 @@ from pathlib import Path
 import numpy as np
 
 from edge_gmm.errors import BundleError, ConfigError, DeviceError, RuntimeFailure
-from edge_gmm.runtime.bundle import Bundle, TensorSpec
+from edge_gmm.runtime.bundle import WHOLE, Bundle, Graph, TensorSpec
 
 
 class Runner:
     name = "base"
     needs_artifact = True  # runs the bundle's ONNX of exactly this precision (TensorRT/torch derive their own)
 
-    def __init__(self, bundle: Bundle | str | Path, *, precision: str | None = None):
+    def __init__(self, bundle: Bundle | str | Path, *, precision: str | None = None, graph: str | None = None):
+        """`graph`: which of the bundle's graphs (runtime/bundle.py): None the whole-window one, or one of the
+        streaming split ("encoder.<modality>", "fusion"), each a runner of its own."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.graph: Graph = self.bundle.graph(graph)
         self.precision = precision or self.default_precision()
         if self.needs_artifact:
-            self.bundle.artifact_path(self.precision)  # raises BundleError listing what exists
-        self.inputs: list[TensorSpec] = self.bundle.inputs
-        self.outputs: list[TensorSpec] = self.bundle.outputs
+            self.graph.artifact_path(self.precision)  # raises BundleError listing what exists
+        self.inputs: list[TensorSpec] = self.graph.inputs
+        self.outputs: list[TensorSpec] = self.graph.outputs
         self.is_active = False
         self.last_latency_s = 0.0
 
@@ -91,7 +94,9 @@ class Runner:
                 )
 
     def default_precision(self) -> str:
-        return self.bundle.default_precision()
+        """The bundle's target precision where this graph has it, else the graph's first."""
+        want = self.bundle.default_precision()
+        return want if want in self.graph.artifacts else self.graph.precisions[0]
 
     def zeros_feed(self) -> dict[str, np.ndarray]:
         """A valid feed of zeros with every modality marked present (for warm-up and benchmarks)."""
@@ -111,4 +116,7 @@ class Runner:
         pass
 
     def describe(self) -> dict:
-        return {"runner": self.name, "precision": self.precision}
+        d = {"runner": self.name, "precision": self.precision}
+        if self.graph.name != WHOLE:
+            d["graph"] = self.graph.name
+        return d

@@ -21,8 +21,8 @@ DEVICE_FAULTS = ("RuntimeException", "EPFail", "EngineError")
 class OnnxRuntimeRunner(Runner):
     name = "onnxrt"
 
-    def __init__(self, bundle, *, precision=None, provider: str = "cpu", threads: int = 0):
-        super().__init__(bundle, precision=precision)
+    def __init__(self, bundle, *, precision=None, graph=None, provider: str = "cpu", threads: int = 0):
+        super().__init__(bundle, precision=precision, graph=graph)
         if provider != "auto" and provider not in PROVIDERS:
             raise ConfigError(f"onnxrt runner: unknown provider {provider!r}; choose auto or one of {', '.join(PROVIDERS)}")
         self.provider = provider
@@ -50,7 +50,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
-        path = self.bundle.artifact_path(self.precision)
+        path = self.graph.artifact_path(self.precision)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:

@@ -124,10 +124,12 @@ def _pin_fp32_layers(trt, network, patterns) -> int:
     return pinned
 
 
-def ensure_engine(trt, cudart, bundle, *, precision: str, target=None, profile=None, rebuild: bool = False):
-    """(plan, engine bytes): the cached engine for this GPU/TensorRT/precision, built when absent or not one
-    this device recorded building (planted or changed)."""
-    plan = plan_for_bundle(bundle, live_gpu_info(trt, cudart), precision=precision, target=target, profile=profile)
+def ensure_engine(trt, cudart, bundle, *, precision: str, target=None, profile=None, rebuild: bool = False,
+                  graph: str | None = None):
+    """(plan, engine bytes): the cached engine for this GPU/TensorRT/precision (and graph: the whole-window one,
+    or one of the streaming split), built when absent or not one this device recorded building (planted or changed)."""
+    plan = plan_for_bundle(bundle, live_gpu_info(trt, cudart), precision=precision, target=target, profile=profile,
+                           graph=graph)
     if plan.engine_path.is_file() and not rebuild:
         data = plan.engine_path.read_bytes()
         if bundle.engine_trusted(plan.engine_path, data):  # checks the bytes read, so nothing can swap them after
@@ -212,8 +214,9 @@ class TensorRTRunner(Runner):
     def default_precision(self) -> str:
         return self.bundle.manifest.get("target", {}).get("precision") or self.bundle.default_precision()
 
-    def __init__(self, bundle, *, precision=None, device: int = 0, target=None, profile=None, rebuild: bool = False):
-        super().__init__(bundle, precision=precision)
+    def __init__(self, bundle, *, precision=None, graph=None, device: int = 0, target=None, profile=None,
+                 rebuild: bool = False):
+        super().__init__(bundle, precision=precision, graph=graph)
         self.device, self.target, self.profile, self.rebuild = device, target, profile, rebuild
         self.plan: TrtBuildPlan | None = None
 
@@ -232,7 +235,8 @@ class TensorRTRunner(Runner):
 
     def _start(self, trt, cudart) -> None:
         _cuda_call(cudart, cudart.cudaSetDevice(self.device))
-        self.plan, data = ensure_engine(trt, cudart, self.bundle, precision=self.precision, target=self.target, profile=self.profile, rebuild=self.rebuild)
+        self.plan, data = ensure_engine(trt, cudart, self.bundle, precision=self.precision, target=self.target,
+                                        profile=self.profile, rebuild=self.rebuild, graph=self.graph.name)
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if self.plan.dla_core >= 0:
             self._runtime.DLA_core = self.plan.dla_core

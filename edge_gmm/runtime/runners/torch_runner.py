@@ -18,7 +18,10 @@ class TorchRunner(Runner):
     needs_artifact = False  # runs the checkpoint, not an ONNX artifact
 
     def __init__(self, bundle, *, precision=None, module=None, run_dir: str | Path | None = None, device: str = "cpu",
-                 threads: int = 0, compile: str = ""):
+                 threads: int = 0, compile: str = "", graph=None):
+        if graph not in (None, "window"):
+            raise ConfigError("torch runner: runs the whole-window model only, not the streaming split",
+                              hint="use the onnxrt or tensorrt runner, or run with --whole-window")
         super().__init__(bundle, precision=precision or "fp32")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"torch runner: precision {self.precision!r} not supported; choose fp32 or fp16 (int8 runs in onnxrt/tensorrt)")

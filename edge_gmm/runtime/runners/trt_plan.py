@@ -210,15 +210,17 @@ def _precision_flags(precision: str, api: TrtApi) -> list[str]:
     return []
 
 
-def plan_for_bundle(bundle, gpu: GpuInfo, *, precision: str | None = None, target=None, profile=None) -> TrtBuildPlan:
+def plan_for_bundle(bundle, gpu: GpuInfo, *, precision: str | None = None, target=None, profile=None,
+                    graph: str | None = None) -> TrtBuildPlan:
     """Plan from a Bundle, taking workspace/DLA from `target` (ExportTarget) or the bundle's recorded target,
-    and DLA availability from `profile` (DeviceProfile) when the live GPU does not report it."""
+    and DLA availability from `profile` (DeviceProfile) when the live GPU does not report it. `graph`: one of
+    the bundle's graphs (None: the whole-window one); engine names carry the ONNX hash, so graphs never clash."""
     t = target or bundle.manifest.get("target", {})
     get = (lambda k, d: getattr(t, k, d)) if not isinstance(t, dict) else (lambda k, d: t.get(k, d))
     if profile is not None and gpu.dla_cores == 0 and getattr(profile, "dla_cores", 0):
         gpu = GpuInfo(gpu.name, gpu.compute_capability, gpu.tensorrt_version, profile.dla_cores)
     return plan_build(
-        artifacts=bundle.manifest["artifacts"],
+        artifacts=bundle.graph(graph).artifacts,
         bundle_root=bundle.root,
         engine_dir=bundle.engine_dir,
         precision=precision or get("precision", "fp32"),
