@@ -13,7 +13,8 @@ def configure(p) -> None:
     v.add_argument("--pubkey", help="ed25519 public key (PEM); the bundle must be signed by its private half "
                    "(default: this device's trusted key HOME/trust/bundle.pub when installed; docs/bundle.md)")
     add_json(v)
-    i = sub.add_parser("inspect", help="print what the bundle holds: model, sensors, I/O, artifacts, metrics, target")
+    i = sub.add_parser("inspect", help="print what the bundle holds: model, sensors, I/O, artifacts, metrics, target, "
+                       "and the streaming graphs (encoders, fusion) with their parity and metrics")
     i.add_argument("bundle", help="bundle directory or .tar")
     add_json(i)
     k = sub.add_parser("keygen", help="make an ed25519 key pair for --sign-key / --pubkey")
@@ -69,4 +70,36 @@ def _describe(b) -> str:
     lines.append(table(rows))
     lint = m.get("lint", {})
     lines.append(f"\nlint: {'ok' if lint.get('ok') else 'FAIL'} ({len(lint.get('issues', []))} issues); signed: {'yes' if b.signed else 'no'}")
+    if b.stream:
+        lines += _describe_stream(b.stream)
     return "\n".join(lines)
+
+
+def _shapes(specs: list[dict]) -> str:
+    return ", ".join(f"{x['name']} {'x'.join(map(str, x['shape']))}" for x in specs)
+
+
+def _describe_stream(st: dict) -> list[str]:
+    """The streaming split: each graph's I/O, precisions, sizes and lint; how they connect; parity and metrics."""
+    lint = st.get("lint", {})
+    rows = [{"graph": name, "inputs": _shapes(g["inputs"]), "outputs": _shapes(g["outputs"]),
+             "precisions": ", ".join(g["artifacts"]),
+             "KiB": ", ".join(f"{a['bytes'] / 1024:.1f}" for a in g["artifacts"].values() if "bytes" in a) or "-",
+             "lint": ("ok" if lint[name].get("ok") else f"FAIL ({len(lint[name].get('issues', []))} issues)") if name in lint else "-"}
+            for name, g in st["graphs"].items()]
+    lines = [f"\nstreaming graphs (D = {st['dim']}; run one encoder call per span, the fusion graph per window):", table(rows)]
+    lines.append("layouts: " + "; ".join(f"{m} {lay.get('tokens')} tokens (span {lay.get('span')}, hop {lay.get('hop')}, "
+                                         f"{lay.get('per_call', 1)} per call)" for m, lay in st["layouts"].items()))
+    if st.get("connects"):
+        lines.append(f"connects: {st['connects']}")
+    par = st.get("parity", {})
+    if par:
+        lines.append(f"stream parity vs {par.get('reference', 'torch')} on {par.get('windows', '?')} windows: max |diff| "
+                     + ", ".join(f"{k} {v:.2g}" for k, v in par.get("max_abs_diff", {}).items()) + f" (atol {par.get('atol', '?')})")
+    met = st.get("metrics", {})
+    if met:
+        lines.append("stream metrics (encoders + fusion composed, vs the whole-window fp32 graph):")
+        lines.append(table([{"precision": p, "accuracy %": ", ".join(f"{k} {v:.2f}" for k, v in x.get("accuracy", {}).items()) or "-",
+                             "agreement %": ", ".join(f"{100 * v:.2f}" for v in x.get("top1_agreement", {}).values()) or "-"}
+                            for p, x in met.items()]))
+    return lines

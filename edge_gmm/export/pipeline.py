@@ -1,4 +1,5 @@
-"""`edge-gmm export`: student -> FP32 ONNX -> parity -> FP16/INT8 -> accuracy gates -> TensorRT lint -> bundle.
+"""`edge-gmm export`: student -> FP32 ONNX -> parity -> FP16/INT8 -> accuracy gates -> TensorRT lint ->
+the streaming split (encoders + fusion, the same gates: export/stream_export.py) -> bundle.
 
     export_model(model, target=..., out=..., calib_windows=..., eval_windows=...)   any GMM-contract model
     export_run(run_dir, target=..., out=...)                                         a training run directory
@@ -245,6 +246,7 @@ def export_model(
                                   + (f" (+{len(lint.issues) - 1} more)" if len(lint.issues) > 1 else ""),
                                   hint=f"target {target.name} (TensorRT {target.tensorrt_version}) cannot parse this graph")
 
+        stream, stream_files = _stream(model, tmp, target, calib_windows, eval_windows, quantizer, out32, timings, log)
         inputs, outputs = _io_specs(fp32)
         info = _model_info(model, target)
         created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -272,12 +274,31 @@ def export_model(
             "parity": {"windows": min(PARITY_WINDOWS, ev.n_windows(eval_windows)), "max_abs_diff": diffs, "atol": target.parity_atol},
             "lint": lint.to_dict(),
             "target": to_dict(target),
+            **({"stream": stream} if stream else {}),
         }
         manifest["golden"], golden_path = write_golden(tmp, fp32, artifacts, eval_windows, modalities, target.batch, inputs, outputs)
-        bundle = write_bundle(out, manifest, artifacts, sign_key=sign_key, extra_files={GOLDEN_FILE: golden_path})
+        bundle = write_bundle(out, manifest, artifacts, sign_key=sign_key, extra_files={GOLDEN_FILE: golden_path},
+                              stream_artifacts=stream_files)
     import json
 
     return ExportResult(bundle, json.loads((bundle / "manifest.json").read_text()), timings)
+
+
+def _stream(model, tmp: Path, target: ExportTarget, calib_windows, eval_windows, quantizer: str, out32: dict,
+            timings: dict, log) -> tuple[dict | None, dict | None]:
+    """The streaming split (export/stream_export.py), once the whole-window graph has passed its gates; a
+    model outside the GMM family (no `stream_layout`) ships the whole-window graph alone."""
+    if not hasattr(model, "stream_layout"):
+        log(f"stream: {type(model).__name__} has no stream_layout(); the bundle gets the whole-window graph only")
+        return None, None
+    from edge_gmm.export.stream_export import export_stream
+
+    t0 = time.perf_counter()
+    section, files = export_stream(model, tmp, target=target, calib_windows=calib_windows, eval_windows=eval_windows,
+                                   quantizer=quantizer, reference=out32, log=log)
+    timings["stream_s"] = time.perf_counter() - t0
+    log(f"stream: encoders + fusion checked in {timings['stream_s']:.1f} s")
+    return section, files
 
 
 def export_run(run_dir: str | Path, *, target: ExportTarget, out: str | Path, quantizer: str = "ort",

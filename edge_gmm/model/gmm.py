@@ -162,7 +162,9 @@ class GMM(nn.Module):
                 t = self.mixers[m](t)
             if m in self.resamplers:
                 t = self.resamplers[m](t, key_bias(keep))  # (B, K, D)
-                keep = keep.any(dim=1, keepdim=True).expand(-1, t.shape[1])  # a query is present if any token is
+                # a query is present if any token is; a sum, not any(): any() exports as ReduceMax, whose axes
+                # input the opset 18 -> 17 converter (TensorRT 8.5 targets) cannot turn back into an attribute
+                keep = (keep.to(t.dtype).sum(dim=1, keepdim=True) > 0.5).expand(-1, t.shape[1])
             seq.append(t + self.time_emb[m] + self.modality_emb[i])
             present.append(keep)
             if return_tokens:  # per-modality pooled tokens (B, D), for training-time auxiliary heads

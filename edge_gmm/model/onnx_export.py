@@ -21,22 +21,29 @@ def export_onnx(model, path: str | Path, batch: int = 1, opset: int = 18, target
 
     With an export `target`, ops its TensorRT cannot parse are rewritten (export/rewrites.py) and the rewrites
     are recorded in the model's metadata (`edge_gmm.rewrites`); parity against torch is the caller's check."""
-    import onnx
-
     model.eval()
     wrapper = model.export_wrapper().eval()
     inputs, mask = model.example_inputs(batch)
     args = tuple(inputs[m] for m in model.modalities) + (mask,)
     path = export_module(wrapper, args, path, model.input_names, model.output_names, opset)
     if target is not None:
-        from edge_gmm.export.rewrites import rewrite_for_target
-
-        proto = onnx.load(str(path))
-        applied = rewrite_for_target(proto, target)
-        if applied:
-            proto.metadata_props.add(key="edge_gmm.rewrites", value=",".join(applied))
-        onnx.save(proto, str(path))
+        rewrite_file(path, target)
     return path
+
+
+def rewrite_file(path: str | Path, target) -> list[str]:
+    """Rewrite the ONNX at `path` in place for `target` (export/rewrites.py), recording what was rewritten in
+    its metadata (`edge_gmm.rewrites`); every graph of a bundle goes through this once. Returns the ops."""
+    import onnx
+
+    from edge_gmm.export.rewrites import rewrite_for_target
+
+    proto = onnx.load(str(path))
+    applied = rewrite_for_target(proto, target)
+    if applied:
+        proto.metadata_props.add(key="edge_gmm.rewrites", value=",".join(applied))
+    onnx.save(proto, str(path))
+    return applied
 
 
 def export_module(module, args: tuple, path: str | Path, input_names: list[str], output_names: list[str],
