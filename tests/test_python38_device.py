@@ -39,6 +39,8 @@ DEVICE_SUBSET = [
     "tests/devices/test_sources_inputs.py",
     "tests/devices/test_loop_postprocess.py",
     "tests/devices/test_loop_faults.py",
+    "tests/devices/test_stream_tokens.py",
+    "tests/devices/test_loop_stream.py",  # the streaming loop: parity, per-token masks, --rate, a pty, CLI errors
     "tests/devices/test_profiles_devices.py",
 ]
 

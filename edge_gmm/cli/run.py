@@ -2,6 +2,11 @@
 
     edge-gmm run --bundle bundle/ --sources sources.yaml --mqtt mqtt://broker:1883
     edge-gmm run --bundle bundle/ --sources replay://data/machine-health --speed max --mqtt none --json
+    edge-gmm run --bundle bundle/ --sources sources.yaml --mqtt mqtt://broker:1883 --rate 10   # 10 predictions/s
+
+Streaming (the default where the bundle has the streaming split, on onnxrt/tensorrt): each modality's encoder
+runs once per token as its samples arrive, and the fusion graph runs --rate times a second over the cached
+tokens of the last window. --whole-window (and the torch runner) runs the whole-window graph once per hop.
 
 SIGINT/SIGTERM stop it cleanly: the current window finishes, the status goes offline, a final line (or the
 --json summary) reports predictions, drops, sensor states and latency.
@@ -34,6 +39,11 @@ def configure(p) -> None:
                    help="inference backend (auto: TensorRT where importable, else ONNX Runtime)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="artifact to run (default: the bundle's target precision)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
+    p.add_argument("--rate", type=float, metavar="HZ",
+                   help="streaming predictions per second of sensor data, e.g. --rate 10 (default: one per window "
+                   "hop, 1/hop_s); needs the bundle's streaming graphs")
+    p.add_argument("--whole-window", action="store_true",
+                   help="run the whole-window graph once per window hop instead of streaming tokens (no --rate)")
     p.add_argument("--spool-dir", help="on-disk spool: predictions made while the broker is away are sent later, in order "
                    "(default: ~/.local/state/edge-gmm/spool/DEVICE_ID)")
     p.add_argument("--spool-max-mb", type=float, default=64.0,
@@ -60,7 +70,8 @@ def run(args) -> int:
         max_seconds=args.max_seconds, max_windows=args.max_windows, speed=parse_speed(args.speed),
         runner=args.runner, precision=args.precision, threads=args.threads, spool_dir=args.spool_dir,
         password_file=args.password_file, pubkey=args.pubkey, queue_windows=args.queue,
-        metrics_every_s=args.metrics_every, spool_max_mb=args.spool_max_mb, ha_discovery=args.ha_discovery)
+        metrics_every_s=args.metrics_every, spool_max_mb=args.spool_max_mb, ha_discovery=args.ha_discovery,
+        rate=args.rate, whole_window=args.whole_window)
 
     def install_signals(loop) -> None:
         def handler(num, _frame):
@@ -94,4 +105,12 @@ def final_line(s: dict) -> str:
     return (f"stopped ({s.get('reason') or 'done'}) after {s.get('uptime_s', 0):.1f} s: {s.get('predictions', 0)} predictions"
             f"{acked}, {s.get('dropped_windows', 0)} windows dropped; sensors {sensors or '-'}; "
             f"latency p50/p99 total {total.get('p50', 0):.2f}/{total.get('p99', 0):.2f} ms, "
-            f"infer {infer.get('p50', 0):.2f}/{infer.get('p99', 0):.2f} ms")
+            f"infer {infer.get('p50', 0):.2f}/{infer.get('p99', 0):.2f} ms{_stream_part(s.get('stream') or {})}")
+
+
+def _stream_part(st: dict) -> str:
+    """Streaming's per-stage cost, for the final line: the rate and encoder ms per second of data."""
+    if st.get("mode") != "stream":
+        return ""
+    enc = sum((st.get("encode_ms_per_s") or {}).values())
+    return f"; streaming at {st.get('rate_hz', 0):g} Hz, encoders {enc:.2f} ms per s of data"

@@ -1,8 +1,12 @@
-"""The whole device job behind `edge-gmm run`: verify the bundle, open runner, sources and broker, run the Loop.
+"""The whole device job behind `edge-gmm run`: verify the bundle, open runners, sources and broker, run the Loop.
 
 `run_device(RunSettings)` returns the loop's summary (its `exit_code` is what `run` exits with). The Loop
 itself (threads, queues, sensor states, fault counting) is in loop.py; this module only opens and closes
 what it needs, in an order that makes every user error fail before the broker is contacted.
+
+Which graphs run (`inference_mode`): streaming — the bundle's encoder graphs per token and its fusion graph at
+`rate` predictions per second (devices/window_makers.py) — where the bundle has the streaming split and the
+runner is ONNX Runtime or TensorRT; else, or with `whole_window`, the whole-window graph once per hop.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class RunSettings:
     metrics_every_s: float = 10.0
     spool_max_mb: float = 64.0  # the spool's byte cap (it also leaves the disk's free space alone)
     ha_discovery: str = "off"  # off | on (retained Home Assistant discovery configs) | remove (clear them, exit)
+    rate: float | None = None  # streaming predictions per second; None = one per window hop
+    whole_window: bool = False  # run the whole-window graph every hop, not the streaming split
 
 
 RUNNER_PREFERENCE = (("tensorrt", "tensorrt"), ("onnxrt", "onnxruntime"))  # (runner, module it needs), best first
@@ -60,26 +66,102 @@ def runner_candidates(requested: str) -> list[str]:
     return found
 
 
-def open_runner(bundle, requested: str, precision: str | None, threads: int, stack):
-    """An active, warmed-up runner. With `auto`, a backend whose engine imports but cannot start (TensorRT
-    without cuda-python, say) is skipped with a warning; a runner named by the user must work."""
+STREAM_RUNNERS = ("onnxrt", "tensorrt")  # runners that run the streaming split (torch runs the whole window)
+
+
+def _open_first(requested: str, make: Callable[[str], Any], stack) -> tuple[str, Any]:
+    """The first candidate runner kind whose `make(name)` (a runner or StreamGraphs) enters. With `auto`, a
+    backend whose engine imports but cannot start (TensorRT without cuda-python, say) is skipped with a
+    warning; a runner named by the user must work."""
     from edge_gmm.errors import MissingDependencyError
-    from edge_gmm.runtime.runners import create_runner
 
     candidates = runner_candidates(requested)
     for i, name in enumerate(candidates):
-        options = {"threads": threads} if threads and name in ("onnxrt", "torch") else {}
-        runner = create_runner(name, bundle, precision=precision, **options)
+        opened = make(name)
         try:
-            stack.enter_context(runner)
+            stack.enter_context(opened)
         except MissingDependencyError as e:
             if requested != "auto" or i == len(candidates) - 1:
                 raise
             log.warning("runner %s unavailable (%s); trying %s", name, str(e).splitlines()[0], candidates[i + 1])
             continue
-        _warm_up(runner)
-        return name, runner
+        return name, opened
     raise AssertionError("unreachable: the last candidate raises")
+
+
+def open_runner(bundle, requested: str, precision: str | None, threads: int, stack):
+    """An active, warmed-up runner of the whole-window graph."""
+    from edge_gmm.runtime.runners import create_runner
+
+    def make(name: str):
+        options = {"threads": threads} if threads and name in ("onnxrt", "torch") else {}
+        return create_runner(name, bundle, precision=precision, **options)
+
+    name, runner = _open_first(requested, make, stack)
+    _warm_up(runner)
+    return name, runner
+
+
+def open_stream(bundle, requested: str, precision: str | None, threads: int, stack):
+    """Active, warmed-up runners of the streaming split: (runner kind, StreamGraphs)."""
+    from edge_gmm.runtime.stream import StreamGraphs
+
+    def make(name: str):
+        options = {"threads": threads} if threads and name == "onnxrt" else {}
+        return StreamGraphs(bundle, name, precision=precision, **options)
+
+    name, graphs = _open_first(requested, make, stack)
+    for runner in graphs.runners():
+        _warm_up(runner)
+    return name, graphs
+
+
+def inference_mode(settings: RunSettings, bundle) -> str:
+    """"stream" or "whole-window" (module docstring); ConfigError for a --rate that cannot apply."""
+    from edge_gmm.errors import ConfigError
+
+    rate = settings.rate
+    if rate is not None and settings.whole_window:
+        raise ConfigError("--rate sets the streaming prediction rate; --whole-window predicts once per window hop: "
+                          "give one of them")
+    if rate is not None and not 0 < rate < float("inf"):  # `not <` also refuses NaN
+        raise ConfigError(f"--rate must be a positive number of predictions per second, got {rate!r}")
+    why_not = _why_not_streaming(settings, bundle)
+    if why_not and rate is not None:
+        raise ConfigError(f"--rate needs the streaming graphs, but {why_not}")
+    if why_not and not settings.whole_window:
+        log.info("whole-window inference: %s", why_not)
+    return "whole-window" if why_not else "stream"
+
+
+def _why_not_streaming(settings: RunSettings, bundle) -> str:
+    if settings.whole_window:
+        return "--whole-window asks for the whole-window graph"
+    if bundle.stream is None:
+        return f"{bundle.source} was exported without the streaming split (export it again with this edge-gmm)"
+    if settings.runner not in ("auto", *STREAM_RUNNERS):
+        return f"the {settings.runner} runner runs the whole-window graph only (use onnxrt or tensorrt)"
+    if settings.precision:
+        lacking = [g for g in bundle.graph_names[1:] if settings.precision not in bundle.graph(g).artifacts]
+        if lacking:
+            return f"its streaming graph {lacking[0]!r} has no {settings.precision} artifact"
+    return ""
+
+
+def open_inference(settings: RunSettings, bundle, mode: str, stack):
+    """(runner kind, the runner the loop's main thread calls, its WindowMaker), all active."""
+    from edge_gmm.devices.window_makers import TokenWindows, WholeWindows
+
+    modalities = list(bundle.manifest.get("modalities") or [s.name for s in bundle.sensors])
+    if mode == "whole-window":
+        name, runner = open_runner(bundle, settings.runner, settings.precision, settings.threads, stack)
+        return name, runner, WholeWindows(bundle.window, modalities)
+    name, graphs = open_stream(bundle, settings.runner, settings.precision, settings.threads, stack)
+    rate = settings.rate if settings.rate is not None else 1.0 / bundle.window.hop_s
+    log.info("streaming: %s encoders once per token, the fusion graph at %g predictions/s", name, rate)
+    maker = TokenWindows(bundle.window, modalities, graphs.layouts, {m: graphs.encoder(m) for m in modalities},
+                         graphs.dim, rate)
+    return name, graphs.fusion, maker
 
 
 def _warm_up(runner) -> None:
@@ -87,8 +169,12 @@ def _warm_up(runner) -> None:
     device's (CUDA, TensorRT, memory): the bundle was verified and the feed is the manifest's own."""
     from edge_gmm.errors import DeviceError, EdgeGmmError, RuntimeFailure
 
+    feed = runner.zeros_feed()
+    for name, arr in feed.items():
+        if name.startswith("mask_"):  # the fusion graph's per-token masks: every token present
+            arr[:] = 1
     try:
-        runner.infer(runner.zeros_feed())
+        runner.infer(feed)
     except DeviceError as e:
         raise RuntimeFailure(f"{runner.name} runner: warm-up inference failed: {e.args[0] if e.args else e}") from e
     except EdgeGmmError:
@@ -122,6 +208,7 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
             raise ConfigError(f"--speed applies to replay:// and synth:// sources only; {live[0]!r} is live")
     if not settings.spool_max_mb > 0 or settings.spool_max_mb == float("inf"):  # `not >` also refuses NaN
         raise ConfigError(f"--spool-max-mb must be a positive number of MiB, got {settings.spool_max_mb!r}")
+    mode = inference_mode(settings, bundle)
     broker = None
     if settings.mqtt.lower() != "none":
         from edge_gmm.mqtt.url import parse_mqtt_url
@@ -139,7 +226,7 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
     opts = LoopOptions(device_id=settings.device_id, max_seconds=settings.max_seconds, max_windows=settings.max_windows,
                        queue_windows=settings.queue_windows, metrics_every_s=settings.metrics_every_s)
     with contextlib.ExitStack() as stack:
-        name, runner = open_runner(bundle, settings.runner, settings.precision, settings.threads, stack)
+        name, runner, maker = open_inference(settings, bundle, mode, stack)
         from edge_gmm.devices.tegrastats import TegrastatsReader
 
         telemetry = TegrastatsReader().start()  # does nothing where tegrastats is absent (not a Jetson)
@@ -162,7 +249,7 @@ def run_device(settings: RunSettings, *, on_loop: Callable[["Loop"], None] | Non
                         sources=sources, timeouts=plan.timeouts, model=model, options=opts,
                         payload_fn=prediction_payload,
                         publish=publisher.publish_prediction if publisher else None,
-                        publish_metrics=publisher.publish_metrics if publisher else None, clock=clock)
+                        publish_metrics=publisher.publish_metrics if publisher else None, clock=clock, maker=maker)
             loop.telemetry = telemetry.latest
             if on_loop is not None:
                 on_loop(loop)

@@ -1,16 +1,19 @@
-"""The on-device loop: sources → streaming assembler → bounded window queue → runner → post-processing → publisher.
+"""The on-device loop: sources → window maker → bounded window queue → runner → post-processing → publisher.
 
 Threads and queues (every queue bounded, so memory never grows):
 
     source threads ──chunks──► assembly thread ──windows──► main thread (infer, post-process, publish)
-    (SourceDriver)   (queue)   StreamingAssembler  (DropOldestQueue)
+    (SourceDriver)   (queue)   WindowMaker         (DropOldestQueue)
 
 - One host clock (`HostClock`, monotonic seconds) stamps every chunk; payload times are its wall-clock image.
-- The assembler is `edge_gmm.data.windowing.StreamingAssembler`, the same code that cut the training windows.
-  It emits a window every hop of the bundle's window spec; that is the loop's schedule.
+- The window maker (devices/window_makers.py) is the loop's schedule. Streaming (the default where the bundle
+  has the split): per modality, each token is encoded as its samples complete, into a cache of the last window's
+  tokens with per-token masks; a snapshot every 1/rate s is the fusion graph's input. Whole-window: the
+  streaming assembler (the code that cut the training windows) cuts a window every hop for the whole graph.
 - Sensor state per window: `missing` when its source is not up (never started, down, failed, ended) or the
   sources file does not feed it; `stale` when its last sample is older than its timeout or the window lacks
-  coverage; else `ok`. Anything not `ok` is masked (mask 0) — the model was trained with absent modalities.
+  coverage (no token present); else `ok`. Missing is masked (every token of it); a whole window also masks a
+  stale modality, a token snapshot masks a stale one token by token (the model was trained with both).
 - Back-pressure: when inference falls behind, the window queue drops its OLDEST window (counted in
   `dropped_windows`); a lossless source (replay at --speed max) is blocked instead, so nothing is dropped.
 - Inference-side faults (runner, post-processing, payload, publish) skip their window and are counted per stage
@@ -35,6 +38,7 @@ from edge_gmm.config import SensorSpec, WindowSpec
 from edge_gmm.devices.postprocess import PostProcessor
 from edge_gmm.devices.sources import HostClock, Source
 from edge_gmm.devices.sources.driver import SourceDriver
+from edge_gmm.devices.window_makers import WholeWindows, WindowMaker
 from edge_gmm.errors import EXIT_OK, EXIT_RESTART, EXIT_USER
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ class LoopOptions:
     max_seconds: float = 0.0  # 0 = until stopped (or until every source has ended)
     max_windows: int = 0  # 0 = no limit
     queue_windows: int = 8  # windows waiting for inference; beyond this the oldest is dropped
-    chunk_queue: int = 512  # chunks waiting for the assembler
+    chunk_queue: int = 512  # chunks waiting for the window maker
     metrics_every_s: float = 10.0
 
 
@@ -67,11 +71,12 @@ class _StateMark:
 @dataclass
 class Window:
     t_end: float  # host clock
-    inputs: dict[str, np.ndarray]  # modality -> model layout without batch axis
+    inputs: dict[str, np.ndarray]  # graph input name -> one row without batch axis (window_makers.py)
     mask: np.ndarray  # float32[M], mask column order
     sensors: dict[str, str]  # modality -> ok | stale | missing
     t_arrival: float  # perf_counter when the chunk that completed this window reached the loop
-    t_ready: float = field(default_factory=time.perf_counter)  # when the assembler cut it
+    t_ready: float = field(default_factory=time.perf_counter)  # when the window maker cut it
+    encode_ms: float | None = None  # token snapshots: encoder ms spent since the previous one
 
 
 class DropOldestQueue:
@@ -146,7 +151,8 @@ class Loop:
     def __init__(self, *, sensors: list[SensorSpec], window: WindowSpec, modalities: list[str], runner,
                  post: PostProcessor, sources: list[Source], timeouts: dict[str, float], model: dict[str, Any],
                  options: LoopOptions, payload_fn: Callable[..., dict], publish: Callable[[dict], Any] | None,
-                 publish_metrics: Callable[[dict], Any] | None = None, clock: HostClock | None = None):
+                 publish_metrics: Callable[[dict], Any] | None = None, clock: HostClock | None = None,
+                 maker: WindowMaker | None = None):
         self.sensors = {s.name: s for s in sensors}
         self.window = window
         self.modalities = modalities  # mask column order == the model's input order
@@ -159,7 +165,7 @@ class Loop:
         self.publish_metrics = publish_metrics
         self.clock = clock or (sources[0].clock if sources else HostClock())
         self.timeouts = {m: timeouts.get(m, self.sensors[m].stale_after_s) for m in modalities}
-        self.assembler = None  # made at the first chunk, when the window grid's origin is known
+        self.maker = maker or WholeWindows(window, modalities)  # started at the first chunk (the grid's origin)
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.exit_code = EXIT_OK  # what `run` exits with (errors.py)
@@ -199,7 +205,7 @@ class Loop:
         lossless = source.lossless
 
         def sink(chunk) -> None:
-            if self.assembler is None:
+            if not self.maker.started:
                 self._start_grid(source, chunk)
             if not lossless:  # a live sensor cannot wait: count what the assembler could not take
                 try:
@@ -217,21 +223,20 @@ class Loop:
         return sink
 
     def _start_grid(self, source: Source, chunk) -> None:
-        """Windows end on origin + k * hop. A replay's origin is its session start on the host clock, which
-        puts the grid where training put it; a live source starts the grid at its first sample."""
+        """Windows end on origin + k * hop (tokens on origin + j * token hop, predictions on origin + k / rate).
+        A replay's origin is its session start on the host clock, which puts the grid where training put it; a
+        live source starts the grid at its first sample."""
         from dataclasses import replace
 
-        from edge_gmm.data.windowing import StreamingAssembler
-
         with self._grid_lock:
-            if self.assembler is not None:
+            if self.maker.started:
                 return
             origin = getattr(source, "origin", None)
             origin = float(chunk.t[0]) if origin is None else origin
-            # a timeout from the sources file replaces the sensor spec's: the assembler masks by it too
+            # a timeout from the sources file replaces the sensor spec's: the window maker masks by it too
             specs = [replace(self.sensors[m], timeout_s=self.timeouts[m]) if self.timeouts[m] != self.sensors[m].stale_after_s
                      else self.sensors[m] for m in self.modalities]
-            self.assembler = StreamingAssembler(specs, self.window, origin=origin)
+            self.maker.start(specs, origin)
 
     def _on_source_state(self, driver: SourceDriver, state: str) -> None:
         # Log transitions a user cares about; a port that stays away retries quietly (DEBUG).
@@ -276,7 +281,7 @@ class Loop:
                     chunk = self._chunks.get(timeout=TICK_S)
                 except queue.Empty:
                     if not any(d.is_alive() for d in self.drivers) and self._chunks.empty():
-                        self._emit_ready(final=True)  # every source ended: the windows left in the buffers
+                        self._drain(final=True)  # every source ended: the windows left in the buffers
                         return
                     continue
                 self._push(chunk)
@@ -285,9 +290,7 @@ class Loop:
                         self._push(self._chunks.get_nowait())
                     except queue.Empty:
                         break
-                self._emit_ready()
-                while self.assembler is not None and self.assembler.backlog and not self.stop_event.is_set():
-                    self._emit_ready()  # the assembler cuts a bounded batch per call: queue the rest batch by batch
+                self._drain()
         except Exception as e:  # a bug here must stop the loop loudly, not leave it waiting forever
             log.exception("assembly thread failed")
             self.request_stop("assembly error", EXIT_RESTART, f"{type(e).__name__}: {e}")
@@ -303,22 +306,25 @@ class Loop:
             return
         self._arrival = arrival
         self.last_t[chunk.modality] = float(chunk.t[-1])
-        self.assembler.push(chunk)
+        self.maker.push(chunk)
+
+    def _drain(self, final: bool = False) -> None:
+        """Queue what the maker has ready; it cuts a bounded batch per call, so the rest goes batch by batch."""
+        self._emit_ready(final)
+        while self.maker.started and self.maker.backlog and not self.stop_event.is_set():
+            self._emit_ready(final)
 
     def _emit_ready(self, final: bool = False) -> None:
-        if self.assembler is None:
+        if not self.maker.started:
             return
-        ready = self.assembler.flush() if final else self.assembler.pop_ready()
-        for t_end, inputs, mask in ready:
-            mask = np.asarray(mask, dtype=np.float32).copy()
-            states = {m: self.sensor_state(m, t_end, mask[i]) for i, m in enumerate(self.modalities)}
-            for i, m in enumerate(self.modalities):
-                if states[m] != "ok" and mask[i]:  # masked here, not by the assembler: zeros, as in training
-                    mask[i] = 0.0
-                    inputs[m] = np.zeros_like(inputs[m])
+        streaming = self.maker.mode == "stream"
+        for cut in self.maker.pop_ready(final):
+            states = {m: self.sensor_state(m, cut.t_end, cut.mask[i]) for i, m in enumerate(self.modalities)}
+            self.maker.apply_states(cut, states)
             self.last_sensors = states
-            if self.windows.put(Window(float(t_end), inputs, mask, states, self._arrival), block=self.lossless,
-                                stop=self.stop_event):
+            w = Window(cut.t_end, cut.inputs, cut.mask, states, self._arrival,
+                       encode_ms=cut.encode_ms if streaming else None)
+            if self.windows.put(w, block=self.lossless, stop=self.stop_event):
                 self.counts["windows"] += 1
 
     # ------------------------------------------------------------ main thread
@@ -399,6 +405,8 @@ class Loop:
             lat = {"assemble": (w.t_ready - w.t_arrival) * 1e3, "queue": (t0 - w.t_ready) * 1e3,
                    "prepare": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                    "total": (t3 - w.t_arrival) * 1e3}
+            if w.encode_ms is not None:  # a token snapshot: its fusion graph, and the encoders since the last one
+                lat["fusion"], lat["encode"] = lat["infer"], w.encode_ms
             if self.realtime:  # how old the window's end is when its prediction leaves: sensor delivery included
                 lat["age"] = (self.clock.now() - w.t_end) * 1e3
             stage = "payload"
@@ -471,8 +479,9 @@ class Loop:
             "sources": {d.source.describe(): {"state": d.state, "restarts": d.restarts, "error": d.error,
                                               **getattr(d.source, "counts", {})}  # e.g. a serial link's errors
                         for d in self.drivers},
-            # time jumps, NaN/inf times and out-of-order samples the assembler set aside, per modality
-            "assembler": self.assembler.counts() if self.assembler is not None else {},
+            # time jumps, NaN/inf times and out-of-order samples set aside, per modality (streaming: encoder work too)
+            "assembler": self.maker.counts(),
+            "stream": self.maker.stats(self.latency.values("fusion")),
             **({"jetson": self.telemetry()} if self.telemetry is not None and self.telemetry() else {}),
         }
 

@@ -17,9 +17,11 @@ while at most stale_after_s old.
 Clock and bad times: the rules of windowing.StreamingAssembler, through the same helpers. A prediction is ready
 when every stream has passed t_pred or is stale past it (`has_passed`) and has cut its spans up to there.
 Non-finite times are dropped (`invalid`), out-of-order samples too (`dropped`), and a jump of more than `jump_s`
-is a discontinuity: that stream's tokens are cleared and its grid restarts at the new time (the prediction grid
+is a discontinuity: the predictions its data before the jump completes are cut first (handed out by the next
+`pop_ready`), then that stream's tokens are cleared and its grid restarts at the new time (the prediction grid
 moves there too when it is that far from the data). `pop_ready` does bounded work: each stream cuts at most
 MAX_SPANS_PER_CALL spans, at most MAX_WINDOWS_PER_CALL predictions come out; `backlog` says more are ready.
+`flush()`, once the input has ended, cuts what is left up to the data's end (the assembler's flush rule).
 Identity with whole windows holds, as for the assembler, while every sample is pushed before the newest sample
 of any stream is more than its stale_after_s ahead of it (a live source does; a replay in time order does).
 """
@@ -35,8 +37,8 @@ import numpy as np
 
 from edge_gmm.config import SensorSpec, WindowSpec
 from edge_gmm.data.format import SensorChunk
-from edge_gmm.data.windowing import (JUMP_WINDOWS, MAX_WINDOWS_PER_CALL, first_k, has_passed, in_order, is_jump,
-                                     time_pieces)
+from edge_gmm.data.windowing import (_EPS, JUMP_WINDOWS, MAX_WINDOWS_PER_CALL, covered_until, first_k, has_passed,
+                                     in_order, is_jump, time_pieces)
 from edge_gmm.devices.token_streams import Encoder, FrameStream, SpanStream, TokenLayout
 from edge_gmm.errors import ConfigError, DataError
 
@@ -77,6 +79,7 @@ class TokenCache:
         self.invalid = {s.name: 0 for s in self.sensors}  # samples with a NaN or infinite time
         self.discontinuities = {s.name: 0 for s in self.sensors}
         self.backlog = False  # the last pop_ready left spans or predictions ready
+        self._early: list[Snapshot] = []  # predictions cut before a discontinuity, for the next pop_ready
 
     def _stream(self, sensor: SensorSpec, layout: TokenLayout, encoder: Encoder, dim: int, lag_s: float) -> Stream:
         """A stream holding at most one window plus `lag_s` of tokens: how far it may run ahead of the prediction
@@ -131,7 +134,22 @@ class TokenCache:
         level = logging.WARNING if self.discontinuities[m] == 1 else logging.DEBUG
         log.log(level, "%s: time jumps from %.3f to %.3f s; a discontinuity (counted), its tokens restart there",
                 m, self.streams[m].last, t_new)
+        self._close_out(m)
         self.streams[m].restart()
+
+    def _close_out(self, m: str) -> None:
+        """Before `m` restarts: the predictions its data before the jump completes (up to its newest sample plus one
+        period, at most MAX_WINDOWS_PER_CALL), as the assembler cuts those windows; not when that data was itself
+        the outlier (a bogus chunk far ahead of every other stream)."""
+        last = self.streams[m].last
+        others = max((st.last for k, st in self.streams.items() if k != m), default=-math.inf)
+        if others > -math.inf and last > others + self.jump_s:
+            return
+        until = covered_until(self.streams[m].sensor, last) + _EPS
+        for _ in range(MAX_WINDOWS_PER_CALL):  # bounded: each pass cuts spans or predictions
+            self._early += self._pop(until)
+            if not self.backlog or len(self._early) >= MAX_WINDOWS_PER_CALL:
+                return
 
     def _resync(self, t_new: float) -> None:
         """Move the prediction grid to the data when it is more than jump_s from the newest sample."""
@@ -142,19 +160,37 @@ class TokenCache:
 
     def pop_ready(self) -> list[Snapshot]:
         """Encode what the streams completed, then the snapshots of every ready prediction time, oldest first."""
-        now, t_next = self.now, self.t_pred(self._k)
-        more = [st.advance(now, t_next) for st in self.streams.values()]  # not any(): every stream gets its turn
+        early, self._early = self._early, []
+        return early + self._pop(math.inf)
+
+    def flush(self) -> list[Snapshot]:
+        """After the last chunk: the predictions left that end by where the data ends (its newest sample plus one
+        period: the assembler's flush rule), cut as if every stream had gone quiet. Call again while `backlog`."""
+        early, self._early = self._early, []
+        ends = [covered_until(st.sensor, st.last) for st in self.streams.values() if st.last > -math.inf]
+        if not ends:
+            self.backlog = False
+            return early
+        return early + self._pop(max(ends) + _EPS)
+
+    def _pop(self, until: float) -> list[Snapshot]:
+        """pop_ready (until = inf) or flush: each stream's clock then reads as stale just past `until`, so it cuts
+        the spans ending by then, and predictions up to `until` come out."""
+        final = until < math.inf
+        now = until + max(s.stale_after_s for s in self.sensors) + _EPS if final else self.now
+        t_next = self.t_pred(self._k)
+        clock = (lambda st: until + st.sensor.stale_after_s) if final else (lambda st: now)
+        more = [st.advance(clock(st), t_next) for st in self.streams.values()]  # not any(): every stream gets its turn
         out: list[Snapshot] = []
-        while self._ready(self.t_pred(self._k)) and len(out) < MAX_WINDOWS_PER_CALL:
+        while self._ready(self.t_pred(self._k), now, until) and len(out) < MAX_WINDOWS_PER_CALL:
             out.append(self.snapshot(self.t_pred(self._k)))
             self._k += 1
-        self.backlog = any(more) or self._ready(self.t_pred(self._k))
+        self.backlog = any(more) or self._ready(self.t_pred(self._k), now, until)
         return out
 
-    def _ready(self, t: float) -> bool:
-        now = self.now
-        return now >= t and all(has_passed(t, st.last, now, st.sensor.stale_after_s) and st.caught_up(t)
-                                for st in self.streams.values())
+    def _ready(self, t: float, now: float, until: float = math.inf) -> bool:
+        return t <= until and now >= t and all(has_passed(t, st.last, now, st.sensor.stale_after_s) and st.caught_up(t)
+                                               for st in self.streams.values())
 
     def snapshot(self, t_pred: float) -> Snapshot:
         """The tokens and per-token masks of the window ending at t_pred, from what the streams hold now."""

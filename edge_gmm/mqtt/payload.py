@@ -39,7 +39,8 @@ def prediction_payload(
     window_start / window_end: seconds on the device's host clock (Unix epoch when it has one).
     model: name, version, precision (fp32|fp16|int8), backend (onnxrt|tensorrt|torch).
     tasks: task -> {label: str | None (None = below threshold / undecided), score: float, scores: {label: float}}.
-    sensors: modality -> ok | stale | missing. latency_ms: stage -> milliseconds (e.g. assemble, infer, post, total).
+    sensors: modality -> ok | stale | missing. latency_ms: stage -> milliseconds (e.g. assemble, infer, post,
+    total; streaming adds fusion and encode).
     """
     for name, state in sensors.items():
         if state not in SENSOR_STATES:

@@ -93,7 +93,9 @@ def _variant(base: Path, out: Path, version: str, model_bytes: bytes | None = No
     m.update(extra or {})
     onnx = out.parent / f"{out.name}.onnx"
     onnx.write_bytes(model_bytes if model_bytes is not None else (base / "model.fp32.onnx").read_bytes())
-    return write_bundle(out, m, {"fp32": onnx}, sign_key=sign_key)
+    stream = {g: {p: base / art["file"] for p, art in spec["artifacts"].items()}  # the streaming split, as it was
+              for g, spec in m.get("stream", {}).get("graphs", {}).items()}
+    return write_bundle(out, m, {"fp32": onnx}, sign_key=sign_key, stream_artifacts=stream or None)
 
 
 @pytest.fixture(scope="module")

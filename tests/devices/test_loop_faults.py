@@ -150,13 +150,12 @@ def test_a_publish_that_raises_once_costs_one_prediction_and_the_rest_arrive_in_
     assert [p["seq"] for _, p in sub.stop()] == list(range(n))
 
 
-class _BrokenAssembler:
-    """The real streaming assembler, failing when asked for windows: a bug in the assembly thread."""
+class _BrokenMaker:
+    """The loop's real window maker (token cache or whole-window assembler), failing when asked for windows: a
+    bug in the assembly thread."""
 
-    def __init__(self, loop):
-        from edge_gmm.data.windowing import StreamingAssembler
-
-        self.real = StreamingAssembler([loop.sensors[m] for m in loop.modalities], loop.window, origin=0.0)
+    def __init__(self, real):
+        self.real = real
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -164,11 +163,11 @@ class _BrokenAssembler:
     def pop_ready(self, *a, **kw):
         raise IndexError("injected assembler bug")
 
-    flush = pop_ready
 
-
-def test_an_assembly_error_exits_with_the_restart_code_not_0(tiny_bundle, small_dataset):  # noqa: F811
-    s = replay(tiny_bundle, small_dataset, on_loop=lambda loop: setattr(loop, "assembler", _BrokenAssembler(loop)))
+@pytest.mark.parametrize("whole_window", [False, True])
+def test_an_assembly_error_exits_with_the_restart_code_not_0(tiny_bundle, small_dataset, whole_window):  # noqa: F811
+    s = replay(tiny_bundle, small_dataset, whole_window=whole_window,
+               on_loop=lambda loop: setattr(loop, "maker", _BrokenMaker(loop.maker)))
     assert (s["reason"], s["exit_code"]) == ("assembly error", 75) and "IndexError" in s["error"]
 
 
@@ -197,37 +196,50 @@ def test_sources_down_for_good_exit_75_and_sources_that_all_failed_exit_2(tiny_b
 
 
 def _failing_model_bundle(out, like) -> str:
-    """`like`'s manifest, with a model that runs on zeros (the warm-up) but fails on real inputs: it gathers a
-    row at index max|inputs| * 1e6, out of bounds for any real signal."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    """`like`'s manifest, with a model (the whole-window graph, and the fusion graph beside `like`'s encoders)
+    that runs on zeros (the warm-up) but fails on real inputs: it gathers a row at index max|inputs| * 1e6, out
+    of bounds for any real signal."""
     from edge_gmm.runtime.bundle import write_bundle
 
     manifest = json.loads((like / "manifest.json").read_text())
-    specs = {t["name"]: t["shape"] for t in manifest["inputs"]}
     (k,) = [t["shape"][1] for t in manifest["outputs"] if t["name"] == "logits_state"]
-    names = [n for n in specs if n != "mask"]
+    whole = _failing_graph(manifest["inputs"], manifest["outputs"], k, out.parent / "fails.onnx")
+    stream = None
+    if manifest.get("stream"):
+        graphs = manifest["stream"]["graphs"]
+        stream = {g: {"fp32": like / spec["artifacts"]["fp32"]["file"]} for g, spec in graphs.items()}
+        stream["fusion"] = {"fp32": _failing_graph(graphs["fusion"]["inputs"], graphs["fusion"]["outputs"], k,
+                                                   out.parent / "fails.fusion.onnx")}
+    return str(write_bundle(out, manifest, {"fp32": whole}, stream_artifacts=stream))
+
+
+def _failing_graph(inputs: list[dict], outputs: list[dict], k: int, path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    specs = {t["name"]: t["shape"] for t in inputs}
+    (emb,) = [t["shape"] for t in outputs if t["name"] == "embedding"]
+    names = [n for n in specs if n != "mask" and not n.startswith("mask_")]  # the data, not the masks
     nodes = [node for n in names for node in (helper.make_node("Abs", [n], [f"{n}_abs"]),
                                               helper.make_node("ReduceMax", [f"{n}_abs"], [f"{n}_peak"], keepdims=0))]
     nodes += [helper.make_node("Max", [f"{n}_peak" for n in names], ["peak"]),
-             helper.make_node("Mul", ["peak", "scale"], ["scaled"]),
-             helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
-             helper.make_node("Gather", ["table", "index"], ["row"], axis=0),  # (K,)
-             helper.make_node("Unsqueeze", ["row", "axis0"], ["logits_state"]),  # (1, K)
-             helper.make_node("Identity", ["mask"], ["embedding"])]
+              helper.make_node("Mul", ["peak", "scale"], ["scaled"]),
+              helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+              helper.make_node("Gather", ["table", "index"], ["row"], axis=0),  # (K,)
+              helper.make_node("Unsqueeze", ["row", "axis0"], ["logits_state"]),  # (1, K)
+              helper.make_node("Identity", ["emb0"], ["embedding"])]
     inits = [numpy_helper.from_array(np.zeros((1, k), np.float32), "table"),
              numpy_helper.from_array(np.array(1e6, np.float32), "scale"),
-             numpy_helper.from_array(np.array([0], np.int64), "axis0")]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in specs.items()]
-    outputs = [helper.make_tensor_value_info("logits_state", TensorProto.FLOAT, (1, k)),
-               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, tuple(specs["mask"]))]
-    model = helper.make_model(helper.make_graph(nodes, "fails-on-data", inputs, outputs, inits),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.zeros(emb, np.float32), "emb0")]
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in specs.items()]
+    outs = [helper.make_tensor_value_info("logits_state", TensorProto.FLOAT, (1, k)),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, tuple(emb))]
+    model = helper.make_model(helper.make_graph(nodes, "fails-on-data", ins, outs, inits),
                               opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    path = out.parent / "fails.onnx"
     onnx.save(model, path)
-    return str(write_bundle(out, manifest, {"fp32": path}))
+    return path
 
 
 def test_run_exits_75_with_one_error_line_when_the_model_fails_on_every_window(tiny_bundle, small_dataset, tmp_path):  # noqa: F811

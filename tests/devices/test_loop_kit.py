@@ -44,14 +44,19 @@ def make_dataset(out: Path, sessions: int = 2, seconds: float = 4.0) -> Path:
 
 
 def make_bundle(out: Path, sensors=None, window: WindowSpec | None = None, *, batch: int = 1,
-                postprocess: dict | None = None, seed: int = 0, heavy: int = 0) -> Path:
+                postprocess: dict | None = None, seed: int = 0, heavy: int = 0, stream: bool = True) -> Path:
     """A real bundle (manifest + sha256 + ONNX) whose model is a fixed linear fingerprint of its inputs.
 
     `heavy` > 0 adds that many (512 x 512) @ (512 x 512) products to every inference (~0.27 GFLOP each),
     feeding the logits with a negligible weight so no optimizer can drop them: a genuinely slow model.
+
+    `stream` adds the streaming split (manifest `stream`, runtime/stream.py) of the same fingerprint: tokens of
+    D = 1 that tile each window (`stream_layout`), each the mean of its span (encoder.<m>), and a fusion graph
+    taking each modality's mean over its present tokens and, as its mask, the fraction of its tokens present (so
+    the logits show which tokens were masked): on the whole-window grid, with every token present, the same
+    logits as the whole-window graph (up to float rounding); `heavy` slows it alike.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     from edge_gmm.config import to_dict
     from edge_gmm.data.windowing import model_shape
@@ -62,15 +67,71 @@ def make_bundle(out: Path, sensors=None, window: WindowSpec | None = None, *, ba
     names = [s.name for s in sensors]
     M, K = len(names), len(LABELS)
     rng = np.random.default_rng(seed)
-    A = rng.normal(size=(M, K)).astype(np.float32)
-    B = rng.normal(size=(M, K)).astype(np.float32)
+    weights = {"A": rng.normal(size=(M, K)).astype(np.float32), "B": rng.normal(size=(M, K)).astype(np.float32)}
+    if heavy:
+        weights["W"] = (rng.normal(size=(512, 512)) / 512 ** 0.5).astype(np.float32)
     shapes = {s.name: (batch, *model_shape(s, window)) for s in sensors}
-    nodes, inits = [], [numpy_helper.from_array(A, "A"), numpy_helper.from_array(B, "B"),
-                        numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    for m in names:  # (B, ...) -> (B, D) -> (B, 1)
+    nodes, inits = _mean_nodes(names), []
+    whole = _fingerprint_graph("fingerprint", names, nodes, inits, weights, heavy,
+                               [(m, shapes[m]) for m in names] + [("mask", (batch, M))], batch, K)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx_path = out.parent / f"{out.name}.fp32.onnx"
+    onnx.save(whole, onnx_path)
+    io = _io(whole)
+    manifest = {
+        "model": {"name": "fingerprint", "version": "0.0.1"},
+        "sensors": [to_dict(s) for s in sensors],
+        "modalities": names,
+        "window": to_dict(window),
+        "tasks": [to_dict(TaskSpec("state", "classification", list(LABELS)))],
+        **io,
+        "target": {"name": "cpu-onnx-fp32", "precision": "fp32", "batch": batch, "opset": 18, "runtime": "onnxruntime"},
+    }
+    if postprocess is not None:
+        manifest["postprocess"] = postprocess
+    stream_artifacts = None
+    if stream:
+        graphs = _stream_graphs(sensors, window, weights, heavy, K)
+        stream_artifacts = {}
+        for name, model in graphs.items():
+            path = out.parent / f"{out.name}.stream.{name}.fp32.onnx"
+            onnx.save(model, path)
+            stream_artifacts[name] = {"fp32": path}
+        manifest["stream"] = {"dim": 1, "batch": 1, "layouts": {s.name: stream_layout(s, window) for s in sensors},
+                              "graphs": {name: _io(model) for name, model in graphs.items()}}
+    return write_bundle(out, manifest, {"fp32": onnx_path}, stream_artifacts=stream_artifacts)
+
+
+def stream_layout(sensor, window: WindowSpec) -> dict:
+    """The fingerprint's token layout: a camera window is one frame; others are cut into equal spans that tile
+    the window (10 where the sample count allows: 0.1 s tokens for a 1 s window)."""
+    if sensor.kind == "camera":
+        return {"span": 1, "hop": 1, "tokens": 1}
+    T = window.samples(sensor)
+    n = next(k for k in (10, 8, 5, 4, 2, 1) if T % k == 0)
+    return {"span": T // n, "hop": T // n, "tokens": n}
+
+
+def _mean_nodes(names: list[str]) -> list:
+    """(B, ...) -> (B, 1) per modality: the mean of every element, as `<m>_mean`."""
+    from onnx import helper
+
+    nodes = []
+    for m in names:
         nodes.append(helper.make_node("Flatten", [m], [f"{m}_flat"], axis=1))
         nodes.append(helper.make_node("ReduceMean", [f"{m}_flat", "axis1"], [f"{m}_mean"], keepdims=1))
-    nodes += [
+    return nodes
+
+
+def _fingerprint_graph(name: str, names: list[str], nodes: list, inits: list, weights: dict, heavy: int,
+                       inputs: list, batch: int, K: int):
+    """The fingerprint's head over `<m>_mean` (B, 1) and a modality mask named "mask" (B, M) that `nodes` make
+    (or that is an input): logits = mask @ A + (means * mask) @ B; embedding = means * mask."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = inits + [numpy_helper.from_array(v, k) for k, v in weights.items()] + \
+        [numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes = nodes + [
         helper.make_node("Concat", [f"{m}_mean" for m in names], ["means"], axis=1),  # (B, M)
         helper.make_node("Mul", ["means", "mask"], ["masked"]),
         helper.make_node("MatMul", ["mask", "A"], ["from_mask"]),  # (B, K)
@@ -79,7 +140,6 @@ def make_bundle(out: Path, sensors=None, window: WindowSpec | None = None, *, ba
         helper.make_node("Identity", ["masked"], ["embedding"]),
     ]
     if heavy:
-        inits.append(numpy_helper.from_array((rng.normal(size=(512, 512)) / 512 ** 0.5).astype(np.float32), "W"))
         inits.append(numpy_helper.from_array(np.array([1e-9], np.float32), "tiny"))
         nodes[-2] = helper.make_node("Add", ["from_mask", "from_data"], ["logits_base"])
         nodes.append(helper.make_node("ReduceMean", ["means"], ["level"], keepdims=0))  # scalar from the inputs
@@ -90,32 +150,62 @@ def make_bundle(out: Path, sensors=None, window: WindowSpec | None = None, *, ba
         nodes.append(helper.make_node("ReduceMean", [f"h{heavy}"], ["busy"], keepdims=0))
         nodes.append(helper.make_node("Mul", ["busy", "tiny"], ["busy_tiny"]))
         nodes.append(helper.make_node("Add", ["logits_base", "busy_tiny"], ["logits_state"]))
-    inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, shapes[m]) for m in names]
-    inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, (batch, M)))
     outputs = [helper.make_tensor_value_info("logits_state", TensorProto.FLOAT, (batch, K)),
-               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, (batch, M))]
-    graph = helper.make_graph(nodes, "fingerprint", inputs, outputs, inits)
+               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, (batch, len(names)))]
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in inputs]
+    return _model(helper.make_graph(nodes, name, ins, outputs, inits))
+
+
+def _stream_graphs(sensors, window: WindowSpec, weights: dict, heavy: int, K: int) -> dict:
+    """encoder.<m>: samples (1, *call_shape) -> tokens (1, 1, 1), the span's mean; fusion over them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graphs = {}
+    for s in sensors:
+        lay = stream_layout(s, window)
+        call = {"camera": (3, s.height, s.width), "audio": (lay["span"],)}.get(s.kind, (s.channels, lay["span"]))
+        nodes = [helper.make_node("Flatten", ["samples"], ["flat"], axis=1),
+                 helper.make_node("ReduceMean", ["flat", "axis1"], ["mean"], keepdims=1),  # (1, 1)
+                 helper.make_node("Reshape", ["mean", "shape"], ["tokens"])]
+        inits = [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+                 numpy_helper.from_array(np.array([1, 1, 1], np.int64), "shape")]
+        graphs[f"encoder.{s.name}"] = _model(helper.make_graph(
+            nodes, f"encoder_{s.name}", [helper.make_tensor_value_info("samples", TensorProto.FLOAT, (1, *call))],
+            [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, (1, 1, 1))], inits))
+    names = [s.name for s in sensors]
+    nodes = []
+    for m in names:  # the mean over present tokens (0 when none), and present = the fraction of tokens present
+        nodes += [helper.make_node("Flatten", [f"tokens_{m}"], [f"{m}_tok"], axis=1),  # (1, N)
+                  helper.make_node("Mul", [f"{m}_tok", f"mask_{m}"], [f"{m}_kept"]),
+                  helper.make_node("ReduceSum", [f"{m}_kept", "axis1"], [f"{m}_sum"], keepdims=1),
+                  helper.make_node("ReduceSum", [f"mask_{m}", "axis1"], [f"{m}_count"], keepdims=1),
+                  helper.make_node("Max", [f"{m}_count", "one"], [f"{m}_div"]),
+                  helper.make_node("Div", [f"{m}_sum", f"{m}_div"], [f"{m}_mean"]),
+                  helper.make_node("ReduceMean", [f"mask_{m}", "axis1"], [f"{m}_present"], keepdims=1)]
+    nodes.append(helper.make_node("Concat", [f"{m}_present" for m in names], ["mask"], axis=1))
+    inputs = [(f"tokens_{s.name}", (1, stream_layout(s, window)["tokens"], 1)) for s in sensors] + \
+        [(f"mask_{s.name}", (1, stream_layout(s, window)["tokens"])) for s in sensors]
+    one = [numpy_helper.from_array(np.array([[1.0]], np.float32), "one")]
+    graphs["fusion"] = _fingerprint_graph("fingerprint_fusion", names, nodes, one, weights, heavy, inputs, 1, K)
+    return graphs
+
+
+def _model(graph):
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx_path = out.parent / f"{out.name}.fp32.onnx"
-    onnx.save(model, onnx_path)
-    manifest = {
-        "model": {"name": "fingerprint", "version": "0.0.1"},
-        "sensors": [to_dict(s) for s in sensors],
-        "modalities": names,
-        "window": to_dict(window),
-        "tasks": [to_dict(TaskSpec("state", "classification", list(LABELS)))],
-        "inputs": [{"name": n, "shape": list(shapes[n]), "dtype": "float32"} for n in names]
-                  + [{"name": "mask", "shape": [batch, M], "dtype": "float32"}],
-        "outputs": [{"name": "logits_state", "shape": [batch, K], "dtype": "float32"},
-                    {"name": "embedding", "shape": [batch, M], "dtype": "float32"}],
-        "target": {"name": "cpu-onnx-fp32", "precision": "fp32", "batch": batch, "opset": 18, "runtime": "onnxruntime"},
-    }
-    if postprocess is not None:
-        manifest["postprocess"] = postprocess
-    return write_bundle(out, manifest, {"fp32": onnx_path})
+    return model
+
+
+def _io(model) -> dict:
+    """A graph's inputs and outputs as the manifest lists them."""
+    def spec(vi):
+        return {"name": vi.name, "shape": [d.dim_value for d in vi.type.tensor_type.shape.dim], "dtype": "float32"}
+
+    return {"inputs": [spec(v) for v in model.graph.input], "outputs": [spec(v) for v in model.graph.output]}
 
 
 def offline_logits(bundle: Path, dataset: Path) -> dict[tuple[str, float], np.ndarray]:

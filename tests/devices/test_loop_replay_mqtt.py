@@ -21,8 +21,11 @@ def test_replay_predictions_reach_a_third_party_subscriber_and_match_offline(mos
     sub = MqttSub(mosquitto.port, "edge-gmm/v1/dev1/prediction")
     time.sleep(0.3)  # mosquitto_sub subscribed
     loops = []
+    # whole windows: offline inference is the whole-window graph on offline windows (streaming is compared with
+    # it in test_loop_stream.py, where a jittered sample moving across a token edge masks that token only)
     summary = run_device(RunSettings(bundle=str(tiny_bundle), sources=f"replay://{small_dataset}", mqtt=mosquitto.url,
-                                     device_id="dev1", speed=float("inf"), spool_dir=str(tmp_path / "spool")),
+                                     device_id="dev1", speed=float("inf"), spool_dir=str(tmp_path / "spool"),
+                                     whole_window=True),
                          on_loop=loops.append)
     n = summary["predictions"]
     assert summary["reason"] == "sources ended" and summary["dropped_windows"] == 0

@@ -146,6 +146,37 @@ def test_snapshots_on_the_common_grid_equal_whole_windows(intact):
     assert compared >= 5  # windows ending at 1.0 .. 3.5 s (the last ones wait for data past the end)
 
 
+def test_flush_cuts_the_last_predictions_the_data_completes_and_no_more():
+    from edge_gmm.data.windowing import StreamingAssembler
+
+    session = make_session()
+    cache = new_cache(10.0)
+    snaps, rest = stream_through(cache, chunks(session)), []
+    while True:
+        rest += cache.flush()
+        if not cache.backlog:
+            break
+    calls = dict(cache.counts()["encoder_calls"])
+    assert rest and rest[0].t == pytest.approx(snaps[-1].t + 0.1)
+    # as far as the assembler's flush goes at the same rate (the newest sample + one period: the camera's 4.1 s)
+    assembler = StreamingAssembler(SENSORS, WindowSpec(length_s=WINDOW.length_s, hop_s=0.1, min_coverage=0.9))
+    ends = []
+    for c in chunks(session):
+        assembler.push(c)
+        ends += [t for t, _, _ in assembler.pop_ready()]
+    ends += [t for t, _, _ in assembler.flush()]
+    np.testing.assert_allclose([s.t for s in snaps + rest], ends, atol=1e-9)
+    # the window ending with the data (4.0 s) is every token of the last whole window
+    offline = window_session(session, SENSORS, WINDOW)
+    last = by_time(rest)[round(float(offline.t_end[-1]), 6)]
+    ref = encoders()
+    for name in cache.modalities:
+        np.testing.assert_allclose(last.tokens[name], window_tokens(name, offline.inputs[name][-1], ref[name]),
+                                   rtol=1e-6, atol=1e-6)
+        assert last.mask[name].all()
+    assert cache.flush() == [] and cache.counts()["encoder_calls"] == calls  # a second flush: nothing left
+
+
 def test_off_the_common_grid_tokens_shift_back_by_under_one_hop(intact):
     session, _, _, snaps = intact
     ref = encoders()["imu"]
@@ -280,6 +311,31 @@ def test_bad_times_are_counted_and_stall_nothing():
     for m, lay in LAYOUTS.items():  # about one span plus a chunk of raw samples; about a window of tokens
         assert peak["buffered"][m] <= WINDOW.samples(SPEC[m]) + lay.span, (m, peak)
         assert peak["cached"][m] <= cache.streams[m].capacity, (m, peak)
+
+
+def test_a_clock_jump_pushed_before_any_pop_ready_keeps_the_predictions_before_it():
+    """A replay pushes many chunks between two pop_ready calls: the data before an hour's jump still yields its
+    predictions (cut when the jump arrives, as the assembler cuts its windows), then the grid follows the jump."""
+    session = make_session()
+    cut = 2.55
+    pieces = []
+    for c in chunks(session):
+        t = np.where(c.t >= cut, c.t + 3600.0, c.t)
+        pieces.append(SensorChunk(c.modality, t, c.x))
+    pieces.sort(key=lambda c: float(c.t[-1]))
+    cache = new_cache(10.0)
+    for c in pieces:  # all of it, then one pop_ready, as a drained queue
+        cache.push(c)
+    snaps = []
+    while True:
+        snaps += cache.pop_ready()
+        if not cache.backlog:
+            break
+    before = [s.t for s in snaps if s.t < 100]
+    np.testing.assert_allclose(before, np.arange(10, 26) / 10, atol=1e-9)  # 1.0 .. 2.5 s: none lost
+    assert all(s.mask[m].all() for s in snaps if s.t < 100 for m in cache.modalities)  # with all their tokens
+    assert sum(cache.counts()["discontinuities"].values()) >= 1
+    assert [s.t for s in snaps if s.t > 100]  # and predictions go on after the jump
 
 
 def test_pop_ready_does_bounded_work_and_says_when_more_is_ready():

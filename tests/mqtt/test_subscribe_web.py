@@ -73,10 +73,12 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
 
 
 def start_loop(url: str, device_id: str, dataset: Path, bundle: Path, tmp_path: Path) -> subprocess.Popen:
+    # --whole-window: the fingerprint's label flips where a whole window masks the modalities that straddle two
+    # sessions (streaming keeps their tokens of data, and the label, which the data's means barely move)
     return subprocess.Popen(
         [sys.executable, "-m", "edge_gmm.cli.main", "run", "--bundle", str(bundle), "--sources",
          f"replay://{dataset}?loop=1", "--mqtt", url, "--device-id", device_id, "--speed", "2",
-         "--spool-dir", str(tmp_path / "spool")],
+         "--spool-dir", str(tmp_path / "spool"), "--whole-window"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "loop.log").open("w"), cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
 
