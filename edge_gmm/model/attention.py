@@ -55,9 +55,13 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """x (B, N, D) -> (B, N, D); with `queries`, only the first `queries` rows come out, each equal to that
+        row of the full output (every token still serves as key and value). The backbone's last block needs
+        only the CLS row: this skips the attention queries and the MLP of every other token."""
         h = self.norm1(x)
-        x = x + self.drop(self.attn(h, h, bias))
+        q = h if queries is None else h[:, :queries]
+        x = (x if queries is None else x[:, :queries]) + self.drop(self.attn(q, h, bias))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 

@@ -171,8 +171,8 @@ class GMM(nn.Module):
                 pooled[m] = t.mean(dim=1)
         x = torch.cat(seq, dim=1)  # (B, 1 + sum N_m, D)
         bias = key_bias(torch.cat(present, dim=1))  # (B, 1, 1, 1 + sum N_m)
-        for block in self.blocks:
-            x = block(x, bias)
+        for i, block in enumerate(self.blocks):
+            x = block(x, bias, queries=1 if i == len(self.blocks) - 1 else None)  # only the CLS row is read
         emb = self.norm(x[:, 0])  # (B, D) fused CLS embedding
         out = {f"logits_{t.name}": self.heads[t.name](emb) for t in self.tasks}
         out["embedding"] = emb

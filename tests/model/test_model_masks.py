@@ -133,3 +133,23 @@ def test_logmel_matches_a_numpy_stft():
     assert np.abs(got - want).max() < 1e-3
     # a 1 kHz tone peaks in the mel band around 1 kHz
     assert int(got.mean(1).argmax()) == int(np.argmax(lm.mel.numpy()[int(1000 * nfft / rate)]))
+
+
+def test_a_block_asked_for_its_first_rows_returns_exactly_those_rows_of_the_full_output():
+    """The backbone's last block computes only the CLS row (queries=1): the same numbers, fewer FLOPs."""
+    from edge_gmm.model.attention import Block, key_bias
+
+    torch.manual_seed(0)
+    block = Block(16, 2, 2.0, 0.0).eval()
+    x = torch.randn(3, 9, 16)
+    present = torch.ones(3, 9, dtype=torch.bool)
+    present[1, 4:] = False  # masked keys are still masked for the CLS query
+    bias = key_bias(present)
+    with torch.no_grad():
+        full, first = block(x, bias), block(x, bias, queries=1)
+        changed = x.clone()
+        changed[1, 5] += 100.0  # a masked key's value cannot reach the CLS row
+        masked = block(changed, bias, queries=1)
+    assert first.shape == (3, 1, 16)
+    torch.testing.assert_close(first, full[:, :1], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(masked, first, atol=1e-5, rtol=1e-5)
