@@ -244,10 +244,13 @@ JUMP_WINDOWS = 4  # window lengths (plus the longest stale timeout) beyond which
 # Bad-time defences, shared by StreamingAssembler and the device's token cache (devices/tokens.py).
 
 
-def time_pieces(t: np.ndarray, jump_s: float) -> tuple[list[np.ndarray], int]:
-    """One chunk's times -> (index arrays of its finite samples, split where the time jumps by more than jump_s,
-    how many non-finite times were left out). A time of inf would move the grid without end; a jump inside one
-    chunk is as much a discontinuity as one between chunks, so the caller takes the pieces in turn."""
+def time_pieces(t: np.ndarray, jump_s: float) -> tuple[list, int]:
+    """One chunk's times -> (indices (index arrays or a slice) of its finite samples, split where the time jumps
+    by more than jump_s, how many non-finite times were left out). A time of inf would move the grid without
+    end; a jump inside one chunk is as much a discontinuity as one between chunks, so the caller takes the
+    pieces in turn."""
+    if np.isfinite(t).all() and (t.size < 2 or np.abs(np.diff(t)).max() <= jump_s):
+        return [slice(0, t.size)], 0  # the common chunk in one piece (np.split costs ~20 us a chunk)
     finite = np.flatnonzero(np.isfinite(t))
     if not finite.size:
         return [], int(t.size)

@@ -151,8 +151,8 @@ class SpanStream(_Stream):
         """Cut the spans whose time has passed, at most MAX_SPANS_PER_CALL, keeping what the prediction at
         t_next and later ones need; True when more are ready. (A stream held back at `capacity` is more than
         every stale_after_s ahead of t_next, so that prediction is ready too: pop_ready never spins on it.)"""
-        if self._j is None:
-            return False
+        if self._j is None or (not self._passed(self._j, now) and len(self._pending) < 64):
+            return False  # no span to cut (the common call): the samples wait in _pending, in a few pieces
         self._absorb()
         keep_from = self.window_slots(t_next)[0]
         while self._tokens and next(iter(self._tokens)) < keep_from:
