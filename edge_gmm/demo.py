@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -40,6 +41,7 @@ class DemoOptions:
     cpu_target: str = "cpu-onnx-int8"
     jetson_target: str = "jetson-orin-nano-int8"
     precision: str = "int8"  # what the device loop runs
+    rate: float | None = 4.0  # streaming predictions per second (the window hop alone would give 2); None = per hop
     max_accuracy_drop: float | None = None  # None = the targets' INT8 gates
     min_agreement: float | None = None
     fresh: bool = False  # redo steps whose outputs already exist
@@ -250,7 +252,7 @@ def _live(opts: DemoOptions, out: Path, ds, log) -> dict:
                 sources.write_text(_sources_yaml(link, ds.path, sid, bundle))
                 settings = RunSettings(bundle=str(bundle), sources=str(sources), mqtt=url, device_id=DEVICE_ID,
                                        max_seconds=opts.seconds_per_state, runner="onnxrt", precision=opts.precision,
-                                       spool_dir=str(spool), metrics_every_s=5.0)
+                                       spool_dir=str(spool), metrics_every_s=5.0, rate=opts.rate)
                 runs.append(run_device(settings))
         published = sum(r.get("predictions", 0) for r in runs)
         sub.wait(published, timeout=15)
@@ -354,6 +356,9 @@ def summary_text(s: dict) -> str:
         lines.append(f"received {live['received']} of {live['published']} predictions over MQTT "
                      f"(gaps {live['gaps']}, duplicates {live['duplicates']}); live accuracy {_pct(live.get('live_accuracy'))}"
                      + (f"; inference median {min(inf):.2f} ms" if inf else ""))
+        stream = stream_line(live.get("runs", []))
+        if stream:
+            lines.append(stream)
         states = {}
         for r in live.get("runs", []):
             for m, st in (r.get("sensors") or {}).items():
@@ -364,6 +369,23 @@ def summary_text(s: dict) -> str:
         lines.append("wall time: " + ", ".join(f"{k.split(':')[0]} {v:.0f} s" for k, v in s["times_s"].items())
                      + (f"; total {s['total_s']:.0f} s" if "total_s" in s else ""))
     return "\n".join(lines)
+
+
+def stream_line(runs: list[dict]) -> str:
+    """Prediction rate and per-stage cost over the live runs that streamed (their summaries' `stream`)."""
+    runs = [r for r in runs if (r.get("stream") or {}).get("mode") == "stream" and r.get("uptime_s")]
+    if not runs:
+        return ""
+    rate = sum(r["predictions"] for r in runs) / sum(r["uptime_s"] for r in runs)
+    enc: dict[str, float] = {}
+    for r in runs:
+        for m, ms in r["stream"].get("encode_ms_per_s", {}).items():
+            enc[m] = enc.get(m, 0.0) + ms / len(runs)
+    fusion = [r["stream"]["fusion_ms"]["p50"] for r in runs if r["stream"].get("fusion_ms")]
+    return (f"streaming: {rate:.1f} predictions/s (set {runs[0]['stream']['rate_hz']:g}/s); encoders "
+            f"{sum(enc.values()):.2f} ms per second of sensor data ("
+            + ", ".join(f"{m} {v:.2f}" for m, v in enc.items())
+            + f"), fusion {statistics.median(fusion) if fusion else 0.0:.2f} ms per prediction (median)")
 
 
 def _write_report(out: Path, s: dict) -> None:

@@ -18,6 +18,8 @@ def configure(p) -> None:
     p.add_argument("--states", default="normal,bearing_wear,electrical_fault",
                    help="machine states the virtual MCU plays, in order (comma-separated)")
     p.add_argument("--seconds-per-state", type=float, default=10.0, help="live seconds per state (default 10)")
+    p.add_argument("--rate", type=float, default=4.0,
+                   help="streaming predictions per second in the live part (default 4; the window hop gives 2)")
     p.add_argument("--max-accuracy-drop", type=float, help="override the targets' INT8 accuracy gate (points)")
     p.add_argument("--min-agreement", type=float, help="override the targets' INT8 top-1 agreement gate (0..1)")
     p.add_argument("--fresh", action="store_true", help="redo every step even when its output exists in --out")
@@ -30,7 +32,7 @@ def run(args) -> int:
     opts = DemoOptions(out=args.out, mqtt=args.mqtt, seed=args.seed, sessions_per_class=args.sessions_per_class,
                        session_seconds=args.session_seconds, epochs=args.epochs,
                        states=[s for s in args.states.split(",") if s], seconds_per_state=args.seconds_per_state,
-                       max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement, fresh=args.fresh)
+                       rate=args.rate, max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement, fresh=args.fresh)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     summary = run_demo(opts, log=log, progress=None if args.json else progress)
     emit(args, summary, summary_text(summary))
