@@ -42,7 +42,7 @@ CHUNK_S = 0.02  # how the offline replay hands samples over: 20 ms chunks per se
 # ---------------------------------------------------------------- building
 
 
-def build(tmp: Path):
+def build(tmp: Path, preset: str = PRESET):
     """(model, bundle path, dataset path): an untrained student exported with its streaming split."""
     import torch
 
@@ -57,13 +57,13 @@ def build(tmp: Path):
     dataset = tmp / "mh"
     synth.synthesize(SCENARIO, dataset, seed=1, sessions_per_class=1, session_seconds=12.0)
     torch.manual_seed(0)
-    model = build_model(PRESET, sc.sensors(), sc.window(), sc.tasks()).eval()
+    model = build_model(preset, sc.sensors(), sc.window(), sc.tasks()).eval()
     ds = Dataset.open(dataset)
     names = [s.name for s in model.sensors]
     split = next(s for s in ds.splits if ds.splits[s])
     windows = make_windows(ds, split, model.window, modalities=names, tasks=[t.name for t in model.tasks])
     export_model(model, target=load_target("cpu-onnx-fp32"), out=tmp / "bundle", calib_windows=windows,
-                 eval_windows=windows, model_name=f"{PRESET}-untrained")
+                 eval_windows=windows, model_name=f"{preset}-untrained")
     return model, tmp / "bundle", dataset
 
 
@@ -208,6 +208,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds of recording for the CPU rows")
     ap.add_argument("--live-seconds", type=float, default=15.0, help="real-time seconds per live row (0 = skip)")
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of streaming soak at 20 predictions/s (0 = skip)")
+    ap.add_argument("--preset", default=PRESET, help=f"model preset (default {PRESET})")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout (for tests)")
     ap.add_argument("--no-publish", action="store_true", help="print the tables without writing docs/benchmarks.md")
     args = ap.parse_args()
     import logging
@@ -221,8 +223,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     try:
         t0 = time.perf_counter()
-        model, bundle_dir, dataset = build(tmp)
-        print(f"built and exported {PRESET} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        model, bundle_dir, dataset = build(tmp, args.preset)
+        print(f"built and exported {args.preset} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         core = pin_to_one_core()
         rows, live_rows, notes = cost_table(model, bundle_dir, dataset, hops, args.seconds)
         if args.live_seconds > 0:
@@ -236,13 +238,17 @@ def main() -> int:
             live_rows.append(soak(bundle_dir, dataset, tmp, args.soak, notes))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    notes.insert(0, f"Model `{PRESET}` (untrained), {SCENARIO}, cpu-onnx-fp32, ONNX Runtime 1 thread, process pinned "
+    notes.insert(0, f"Model `{args.preset}` (untrained), {SCENARIO}, cpu-onnx-fp32, ONNX Runtime 1 thread, process pinned "
                     f"to {core}. Whole-window rows re-encode the full 1 s window at every hop; streaming rows encode "
                     "each token once (TokenCache) and run the fusion graph at the hop's rate.")
     table = md_table(rows) + ("\n\nLive (replay paced 1x, `run_device`, no broker):\n\n" + md_table(live_rows) if live_rows else "")
     command = "python " + " ".join(["benchmarks/bench_stream.py", *sys.argv[1:]])
     publish("stream", "Streaming inference vs whole-window re-encoding", command, table, "\n".join(notes),
             write=not args.no_publish)
+    if args.json:
+        import json
+
+        print(json.dumps({"cost": rows, "live": live_rows}, indent=1))
     return 0
 
 

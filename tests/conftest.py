@@ -112,3 +112,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def train_briefly(model, windows, modalities, steps: int = 150):
+    """Export tests' model: normalization stats from `windows`, then `steps` AdamW steps on its 'state' labels; returns the model in eval."""
+    import numpy as np
+    import torch
+
+    x = {m: torch.from_numpy(windows.inputs[m]) for m in modalities}
+    mask = torch.from_numpy(windows.mask)
+    with torch.no_grad():
+        model.set_norm_stats(model.featurize(x, mask), mask)
+    y = torch.from_numpy(windows.labels["state"])
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(steps):
+        i = torch.from_numpy(rng.integers(0, len(y), 32))
+        loss = torch.nn.functional.cross_entropy(model({m: x[m][i] for m in modalities}, mask[i])["logits_state"], y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

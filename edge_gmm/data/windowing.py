@@ -258,6 +258,19 @@ def time_pieces(t: np.ndarray, jump_s: float) -> tuple[list, int]:
     return np.split(finite, cuts), int(t.size - finite.size)
 
 
+def chunk_pieces(chunk: SensorChunk, modalities: list[str], jump_s: float,
+                 invalid: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A chunk of one of `modalities` as (t float64, x) pieces of finite times (`time_pieces`), its non-finite
+    times counted in invalid[modality]; DataError for an unknown modality."""
+    m = chunk.modality
+    if m not in modalities:
+        raise DataError(f"chunk for unknown modality {m!r}; expected one of {modalities}")
+    t, x = np.asarray(chunk.t, dtype=np.float64), np.asarray(chunk.x)
+    pieces, n_invalid = time_pieces(t, jump_s)
+    invalid[m] += n_invalid
+    return [(t[p], x[p]) for p in pieces]
+
+
 def is_jump(t0: float, last: float, ahead: float, jump_s: float) -> bool:
     """A piece starting at t0 is a discontinuity: more than jump_s ahead of `ahead` (every stream and the grid)
     or behind its own stream's newest sample `last`."""
@@ -333,14 +346,8 @@ class StreamingAssembler:
                 "out_of_order": dict(self.dropped)}
 
     def push(self, chunk: SensorChunk) -> None:
-        m = chunk.modality
-        if m not in self._last:
-            raise DataError(f"chunk for unknown modality {m!r}; expected one of {self.modalities}")
-        t, x = np.asarray(chunk.t, dtype=np.float64), np.asarray(chunk.x)
-        pieces, n_invalid = time_pieces(t, self.jump_s)
-        self.invalid[m] += n_invalid
-        for piece in pieces:
-            self._push_piece(m, t[piece], x[piece])
+        for t, x in chunk_pieces(chunk, self.modalities, self.jump_s, self.invalid):
+            self._push_piece(chunk.modality, t, x)
 
     def _push_piece(self, m: str, t: np.ndarray, x: np.ndarray) -> None:
         first = self.now == -math.inf  # no data yet: a start far from the origin is where the grid begins

@@ -37,10 +37,10 @@ import numpy as np
 
 from edge_gmm.config import SensorSpec, WindowSpec
 from edge_gmm.data.format import SensorChunk
-from edge_gmm.data.windowing import (_EPS, JUMP_WINDOWS, MAX_WINDOWS_PER_CALL, covered_until, first_k, has_passed,
-                                     in_order, is_jump, time_pieces)
+from edge_gmm.data.windowing import (_EPS, JUMP_WINDOWS, MAX_WINDOWS_PER_CALL, chunk_pieces, covered_until, first_k,
+                                     has_passed, in_order, is_jump)
 from edge_gmm.devices.token_streams import Encoder, FrameStream, SpanStream, TokenLayout
-from edge_gmm.errors import ConfigError, DataError
+from edge_gmm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,8 @@ class TokenCache:
 
     def push(self, chunk: SensorChunk) -> None:
         """Buffer one chunk (host clock); the work happens in pop_ready."""
-        m = chunk.modality
-        if m not in self.streams:
-            raise DataError(f"chunk for unknown modality {m!r}; expected one of {self.modalities}")
-        t, x = np.asarray(chunk.t, dtype=np.float64), np.asarray(chunk.x)
-        pieces, n_invalid = time_pieces(t, self.jump_s)
-        self.invalid[m] += n_invalid
-        for piece in pieces:
-            self._push_piece(m, t[piece], x[piece])
+        for t, x in chunk_pieces(chunk, self.modalities, self.jump_s, self.invalid):
+            self._push_piece(chunk.modality, t, x)
 
     def _push_piece(self, m: str, t: np.ndarray, x: np.ndarray) -> None:
         stream = self.streams[m]

@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import train_briefly  # noqa: E402
 from edge_gmm.config import ModelSpec  # noqa: E402
 from edge_gmm.errors import BundleError  # noqa: E402
 from edge_gmm.export import evaluate as ev  # noqa: E402
@@ -42,20 +43,7 @@ def trained(tmp_path_factory, one_torch_thread):
     torch.manual_seed(0)
     model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), ModelSpec(preset="student-tiny"))
     w = make_windows(ds, "train", ds.window, MODALITIES)
-    x = {m: torch.from_numpy(w.inputs[m]) for m in MODALITIES}
-    mask = torch.from_numpy(w.mask)
-    with torch.no_grad():
-        model.set_norm_stats(model.featurize(x, mask), mask)
-    y = torch.from_numpy(w.labels["state"])
-    opt = torch.optim.AdamW(model.parameters(), 3e-3)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(150):
-        i = torch.from_numpy(rng.integers(0, len(y), 32))
-        loss = torch.nn.functional.cross_entropy(model({m: x[m][i] for m in MODALITIES}, mask[i])["logits_state"], y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_briefly(model, w, MODALITIES)
     return model.eval(), w
 
 
