@@ -53,6 +53,7 @@ class Feed:
     next_n: int = 0  # index of the next sample to send (counts up forever; the data loops)
     t0_us: float = 0.0  # MCU time of sample next_n's epoch, re-based on a rate change
     n0: int = 0
+    lost: tuple[float, float] | None = None  # (from_s, to_s) of MCU time: frames due then are dropped unsent
 
     def __post_init__(self):
         self.set_signal(self.x)
@@ -211,6 +212,9 @@ class VirtualMcu:
                 return due_s
             t_first = int(f.sample_us(f.next_n))
             values = f.take(f.per_frame)
+            if f.lost is not None and f.lost[0] <= due_s < f.lost[1]:  # a sensor glitch: these samples never go out
+                self.sent["lost_samples"] = self.sent.get("lost_samples", 0) + len(values)
+                continue
             self.sent["samples"] += len(values)
             if self.text:
                 lines = "".join(",".join(f"{v:.5g}" for v in row) + "\r\n" for row in values)

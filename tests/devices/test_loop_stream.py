@@ -157,9 +157,15 @@ def test_rate_10_gives_10_predictions_per_second_of_recording(tiny_bundle, tmp_p
     assert {"fusion", "encode", "infer", "total"} <= set(s["latency_ms"])
 
 
+def _imu_masked(feed) -> int:
+    return int((feed["mask_imu"][0] == 0).sum())
+
+
 def test_the_virtual_mcu_over_a_pty_streams_predictions_with_ok_sensors(tiny_bundle, tmp_path):  # noqa: F811
     tr = PtyTransport(tmp_path / "ttyMCU")
-    mcu = VirtualMcu(synthetic_feeds("normal", 0, 10.0), tr)
+    feeds = synthetic_feeds("normal", 0, 10.0)
+    feeds[0].lost = (4.0, 4.3)  # the IMU's samples due 4.0-4.3 s into the MCU's run never go out
+    mcu = VirtualMcu(feeds, tr)
     stop = threading.Event()
     mcu_thread = threading.Thread(target=mcu.run, kwargs={"seconds": 60.0, "stop_event": stop})
     mcu_thread.start()
@@ -170,8 +176,11 @@ def test_the_virtual_mcu_over_a_pty_streams_predictions_with_ok_sensors(tiny_bun
     thread = threading.Thread(target=lambda: summary.update(run_device(settings, on_loop=rec)))
     thread.start()
     try:
-        wait_until(lambda: sum(p["sensors"]["imu"] == "ok" for p in list(rec.payloads)) >= 3, "3 predictions with imu ok",
-                   timeout=30.0)
+        def gap_seen_and_passed() -> bool:
+            masked = [_imu_masked(f) for f in list(rec.feeds)]
+            hit = [i for i, n in enumerate(masked) if 0 < n < 10]
+            return bool(hit) and any(n == 0 for n in masked[hit[-1] + 1:])
+        wait_until(gap_seen_and_passed, "predictions over the IMU's 0.3 s gap, then a full one", timeout=40.0)
     finally:
         if rec.loop is not None:
             rec.loop.request_stop("test done")
@@ -185,10 +194,21 @@ def test_the_virtual_mcu_over_a_pty_streams_predictions_with_ok_sensors(tiny_bun
         validate("prediction", {**p, "seq": 0, "ts": 0.0})  # the publisher adds seq and ts
         assert p["sensors"] == {"imu": "ok", "audio": "missing", "camera": "missing", "env": "ok"}
         assert p["latency_ms"]["fusion"] > 0 and p["latency_ms"]["encode"] >= 0 and p["latency_ms"]["age"] > 0
+    assert len(ok) == len(rec.payloads)  # a 0.3 s gap is under the IMU's timeout: its state stays ok throughout
     i = rec.payloads.index(ok[-1])
     feed = rec.feeds[i]
     assert feed["mask_imu"].all() and feed["mask_env"].all()  # live tokens, every one present
     assert not feed["mask_audio"].any() and not feed["mask_camera"].any()
+    # Per-token masks on a live link: the windows over the gap mask only the IMU tokens it emptied (three 0.1 s
+    # spans, one or two more where the gap cuts a span below its coverage), never the whole IMU, never env.
+    # (At 2 predictions/s some window holds the whole gap; one that holds part of it masks fewer.)
+    gap = [f for f in rec.feeds if 0 < _imu_masked(f) < 10]
+    assert gap and all(_imu_masked(f) <= 5 for f in gap) and max(_imu_masked(f) for f in gap) >= 3
+    for f in gap:  # the masked tokens are one run: the gap's
+        zeros = np.flatnonzero(f["mask_imu"][0] == 0)
+        assert zeros[-1] - zeros[0] + 1 == len(zeros), f["mask_imu"]
+    assert all(f["mask_env"].all() for f in gap)
+    assert mcu.sent["lost_samples"] > 0
     assert summary["stream"]["encoder_calls"]["imu"] > 0 and summary["stream"]["encoder_calls"]["audio"] == 0
 
 
