@@ -53,7 +53,8 @@ def run(args) -> int:
         raise
     emit(args, report, render_report(report))
     if report["result"] == "mismatch":
-        raise EngineMismatch(f"this engine is not the model you validated: {'; '.join(report['golden']['failures'])}",
+        failures = report["golden"]["failures"] + [f"streaming split: {f}" for f in report.get("stream", {}).get("failures", [])]
+        raise EngineMismatch(f"this engine is not the model you validated: {'; '.join(failures)}",
                              hint="rebuild the engine (edge-gmm engine build --rebuild), try --precision fp32, or re-export; "
                              "do not deploy it as it is")
     return 0
@@ -76,5 +77,30 @@ def _check(args, bundle, golden, report: dict) -> None:
             raise
         except Exception as e:  # the feeds are the bundle's own and checked: a failure here is the device's
             raise RuntimeFailure(f"{name} runner: inference failed: {type(e).__name__}: {e}") from e
+        stream = _check_stream(args, bundle, golden, name, stack) if golden is not None else None
     report["golden"] = verdict
-    report["result"] = "no-golden" if verdict is None else ("pass" if verdict["ok"] else "mismatch")
+    if stream is not None:
+        report["stream"] = stream
+    ok = verdict is not None and verdict["ok"] and (stream is None or stream["ok"])
+    report["result"] = "no-golden" if verdict is None else ("pass" if ok else "mismatch")
+
+
+def _check_stream(args, bundle, golden, name: str, stack) -> dict | None:
+    """The streaming split, where `run` would stream with it: the golden windows through the encoder graphs and
+    the fusion graph on this runner, judged like the whole graph (None where the split does not run here)."""
+    from edge_gmm.devices.job import STREAM_RUNNERS, open_stream
+    from edge_gmm.errors import EdgeGmmError, RuntimeFailure
+    from edge_gmm.runtime.doctor import check_stream
+
+    precision = args.precision or None
+    if bundle.stream is None or name not in STREAM_RUNNERS:
+        return None
+    if precision and any(precision not in bundle.graph(g).artifacts for g in bundle.graph_names[1:]):
+        return None  # `run` falls back to whole windows for this precision
+    _, graphs = open_stream(bundle, name, precision, args.threads, stack)
+    try:
+        return check_stream(graphs, golden, bundle.manifest)
+    except EdgeGmmError:
+        raise
+    except Exception as e:
+        raise RuntimeFailure(f"{name} runner: streaming graphs failed: {type(e).__name__}: {e}") from e

@@ -277,6 +277,10 @@ def export_model(
             **({"stream": stream} if stream else {}),
         }
         manifest["golden"], golden_path = write_golden(tmp, fp32, artifacts, eval_windows, modalities, target.batch, inputs, outputs)
+        if stream:
+            from edge_gmm.export.stream_export import golden_errors
+
+            manifest["golden"]["stream_error"] = golden_errors(tmp, model, stream, stream_files, golden_path, inputs, outputs)
         bundle = write_bundle(out, manifest, artifacts, sign_key=sign_key, extra_files={GOLDEN_FILE: golden_path},
                               stream_artifacts=stream_files)
     import json

@@ -226,6 +226,29 @@ def lint_split(files: dict[str, dict[str, Path]], target, log) -> dict[str, dict
     return reports
 
 
+def golden_errors(tmp: Path, model, section: dict, files: dict[str, dict[str, Path]], golden_path: Path,
+                  inputs: list[dict], outputs: list[dict]) -> dict[str, float]:
+    """precision -> the composed split's error on the golden feeds against their FP32 references (the scale
+    runtime/golden.py uses): what `edge-gmm doctor` bounds a device's split by, as `export_error` bounds its
+    whole-window engine."""
+    from edge_gmm.runtime.doctor import run_split_golden
+    from edge_gmm.runtime.golden import Golden, relative_error
+    from edge_gmm.runtime.stream import StreamGraphs
+
+    with np.load(golden_path) as z:
+        feeds_n = z["input_0"].shape[0]
+        feeds = [{t["name"]: z[f"input_{i}"][k] for i, t in enumerate(inputs)} for k in range(feeds_n)]
+        refs = {t["name"]: z[f"output_{j}"] for j, t in enumerate(outputs)}
+    golden = Golden(feeds, refs, feeds_n)
+    by_precision = {p: {g: files[g][p] for g in files} for p in next(iter(files.values()))}
+    bundle = staged(tmp, model, section, by_precision)
+    errors = {}
+    for precision in by_precision:
+        with StreamGraphs(bundle, "onnxrt", precision=precision, threads=1) as g:
+            errors[precision] = max(relative_error(run_split_golden(g, golden), refs).values())
+    return errors
+
+
 def _fp32_nodes(path: Path, target) -> list[str]:
     """The graph's nodes TensorRT pins to FP32 (the log-mel front end), as the whole graph records them."""
     import onnx

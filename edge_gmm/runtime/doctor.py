@@ -25,8 +25,8 @@ ERROR_BOUND = {"fp32": 1e-2, "fp16": 5e-2, "int8": 0.25}
 DEFAULT_MIN_AGREEMENT = 0.99  # config.ExportTarget's default, for manifests whose target does not say
 
 
-def error_bound(precision: str, golden: Golden) -> float:
-    measured = golden.export_error.get(precision)
+def error_bound(precision: str, export_error: dict) -> float:
+    measured = export_error.get(precision)
     floor = ERROR_BOUND.get(precision, ERROR_BOUND["int8"])
     return max(floor, 2.0 * float(measured)) if isinstance(measured, (int, float)) else floor
 
@@ -45,14 +45,34 @@ def run_golden(runner, golden: Golden) -> dict:
     return {name: np.stack(v) for name, v in got.items()}
 
 
+def run_split_golden(graphs, golden: Golden) -> dict:
+    """The streaming split's outputs (runtime/stream.py StreamGraphs, active) for every golden feed: each window
+    through its encoder calls, then the fusion graph; stacked like the references: name -> (feeds, *shape)."""
+    got = {}
+    for feed in golden.feeds:
+        rows = [graphs.window({m: feed[m][b] for m in graphs.modalities}, feed["mask"][b]) for b in range(len(feed["mask"]))]
+        for name in rows[0]:
+            got.setdefault(name, []).append(np.concatenate([np.asarray(r[name]) for r in rows]))
+    return {name: np.stack(v) for name, v in got.items()}
+
+
 def check_engine(runner, golden: Golden, manifest: dict) -> dict:
     """The verdict on `runner` (active) against `golden`: {'ok', 'agreement', 'max_error', bounds, 'failures'}."""
-    got = run_golden(runner, golden)
+    return judge(run_golden(runner, golden), golden, manifest, runner.precision, golden.export_error)
+
+
+def check_stream(graphs, golden: Golden, manifest: dict) -> dict:
+    """The same verdict on the streaming split (encoder graphs + fusion graph, what `run` streams with), against
+    the same FP32 references; its error bound from what the split itself scored on them at export."""
+    return judge(run_split_golden(graphs, golden), golden, manifest, graphs.fusion.precision, golden.stream_error)
+
+
+def judge(got: dict, golden: Golden, manifest: dict, precision: str, export_error: dict) -> dict:
     missing = [n for n in golden.references if n not in got]
     if missing:
         return {"ok": False, "failures": [f"the engine does not produce {missing}"], "windows": golden.windows}
     errors = relative_error(got, golden.references)
-    bound = error_bound(runner.precision, golden)
+    bound = error_bound(precision, export_error)
     min_agree = agreement_bound(manifest, golden.windows)
     agree = {}
     for task in manifest.get("tasks", []):
@@ -106,10 +126,17 @@ def render_report(r: dict) -> str:
         err = max(g["max_error"].values()) if g["max_error"] else 0.0
         lines.append(f"golden:   {g['windows']} windows: top-1 agreement {agree} (need >= {100 * g['min_agreement']:.1f}%); "
                      f"max error {err:.3g} (bound {g['error_bound']:.3g})")
+    st = r.get("stream")
+    if st and "agreement" in st:
+        agree = ", ".join(f"{t} {100 * a:.1f}%" for t, a in st["agreement"].items()) or "no classification head"
+        err = max(st["max_error"].values()) if st["max_error"] else 0.0
+        lines.append(f"stream:   the same windows through the encoder graphs + fusion graph: top-1 agreement {agree}; "
+                     f"max error {err:.3g} (bound {st['error_bound']:.3g})")
     lat = r.get("latency")
     if lat:
         lines.append(f"latency:  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms over {lat['runs']} runs")
     lines += [f"  - {f}" for f in (g or {}).get("failures", [])]
+    lines += [f"  - streaming split: {f}" for f in (st or {}).get("failures", [])]
     if r.get("error"):
         lines.append(f"error:    {r['error']}")
     lines.append(f"result:   {r.get('result')}")

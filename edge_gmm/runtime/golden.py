@@ -27,6 +27,7 @@ class Golden:
     references: dict  # output name -> (feeds, *shape), from the FP32 ONNX
     windows: int  # distinct windows behind the feeds (the tail feed may repeat its last window)
     export_error: dict = field(default_factory=dict)  # precision -> that artifact's error on these feeds at export
+    stream_error: dict = field(default_factory=dict)  # precision -> the streaming split's error on them at export
 
 
 def encode_golden(feeds: list, references: dict, inputs: list, outputs: list) -> bytes:
@@ -70,9 +71,9 @@ def load_golden(bundle) -> Golden | None:
     feeds = [{t.name: arrays[f"input_{i}"][k] for i, t in enumerate(inputs)} for k in range(feeds_n)]
     refs = {t.name: arrays[f"output_{j}"] for j, t in enumerate(outputs)}
     windows = entry.get("windows", feeds_n)
-    errors = entry.get("export_error", {})
+    errors, stream = entry.get("export_error", {}), entry.get("stream_error", {})
     return Golden(feeds, refs, int(windows) if isinstance(windows, int) else feeds_n,
-                  errors if isinstance(errors, dict) else {})
+                  errors if isinstance(errors, dict) else {}, stream if isinstance(stream, dict) else {})
 
 
 def _check_arrays(arrays: dict, inputs: list, outputs: list, path) -> int:

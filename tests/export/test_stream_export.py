@@ -171,6 +171,41 @@ def test_bundle_inspect_shows_the_graphs_and_how_they_connect(exports, cli, tmp_
     assert code == 0 and "streaming graphs" not in out and "artifacts:" in out
 
 
+@pytest.mark.parametrize("precision", list(TARGETS))
+def test_doctor_checks_the_split_on_the_golden_windows(exports, cli, precision):
+    """On the device `doctor` (and so `deploy`) runs the golden windows through the encoder and fusion graphs too,
+    bounded by what the split scored on them at export."""
+    stream_error = exports[precision].manifest["golden"]["stream_error"]
+    assert set(stream_error) == {"fp32", precision} and stream_error["fp32"] < 1e-4
+    code, out, err = cli("doctor", "--bundle", exports[precision].bundle, "--runner", "onnxrt", "--runs", "3", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["result"] == "pass" and r["stream"]["ok"] and r["stream"]["windows"] == r["golden"]["windows"]
+    assert r["stream"]["agreement"]["state"] >= 0.9 and r["stream"]["error_bound"] >= 2 * stream_error[precision]
+    code, out, _ = cli("doctor", "--bundle", exports[precision].bundle, "--runner", "onnxrt", "--runs", "3")
+    assert "stream:   the same windows through the encoder graphs + fusion graph" in out
+
+
+def test_a_fusion_graph_that_returns_wrong_numbers_fails_the_doctor(exports, cli, monkeypatch):
+    """A stand-in for a broken engine of the fusion graph alone (the whole-window engine is right): refused."""
+    from edge_gmm.runtime.runners.onnxrt import OnnxRuntimeRunner
+
+    real = OnnxRuntimeRunner.infer
+
+    def infer(self, feed, *, check=True):
+        out = real(self, feed, check=check)
+        if self.graph.name == "fusion":
+            out = {k: (v[..., ::-1].copy() if k.startswith("logits_") else v) for k, v in out.items()}
+        return out
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "infer", infer)
+    code, out, err = cli("doctor", "--bundle", exports["fp32"].bundle, "--runner", "onnxrt", "--runs", "3", "--json")
+    assert code == 2
+    r = json.loads(out)
+    assert r["result"] == "mismatch" and r["golden"]["ok"] and not r["stream"]["ok"]
+    assert "streaming split:" in err and "logits_state" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("breakage", [
     lambda st: st["graphs"].pop("fusion"),
     lambda st: st.update(dim="32"),
