@@ -55,7 +55,7 @@ class LoopOptions:
     device_id: str
     max_seconds: float = 0.0  # 0 = until stopped (or until every source has ended)
     max_windows: int = 0  # 0 = no limit
-    queue_windows: int = 8  # windows waiting for inference; beyond this the oldest is dropped
+    queue_windows: int = 8  # windows waiting for inference (at least a late sensor's burst); beyond, the oldest is dropped
     chunk_queue: int = 512  # chunks waiting for the window maker
     metrics_every_s: float = 10.0
 
@@ -175,7 +175,8 @@ class Loop:
         self._logged_errors: set[str] = set()
         self.lossless = any(s.lossless for s in sources)
         self._chunks: queue.Queue = queue.Queue(maxsize=options.chunk_queue)
-        self.windows = DropOldestQueue(options.queue_windows)
+        # at 20 predictions/s a sensor late by its 1 s timeout releases 21 at once: the queue holds such a burst
+        self.windows = DropOldestQueue(max(options.queue_windows, self.maker.burst(max(self.timeouts.values(), default=0.0))))
         self.drivers = [SourceDriver(s, self._sink_for(s), self._on_source_state, self.stop_event) for s in sources]
         self.fed_by = {m: d for d in self.drivers for m in d.source.modalities}
         absent = {m for s in sources for m in getattr(s, "absent", [])}

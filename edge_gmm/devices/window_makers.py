@@ -19,6 +19,7 @@ source is not up) and leaves a `stale` one's tokens as the cache masked them, to
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -60,6 +61,11 @@ class WindowMaker:
     def rate(self) -> float:
         """Predictions per second of sensor data."""
         return 1.0 / self.window.hop_s
+
+    def burst(self, late_s: float) -> int:
+        """Cuts a sensor up to `late_s` late holds back and then releases at once (each waits for it, then all are
+        ready): what the loop's window queue holds at least, so that a late sensor costs no prediction."""
+        return math.ceil(self.rate * late_s) + 1
 
     def start(self, sensors: list[SensorSpec], origin: float) -> None:
         raise NotImplementedError

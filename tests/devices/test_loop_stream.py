@@ -161,6 +161,16 @@ def _imu_masked(feed) -> int:
     return int((feed["mask_imu"][0] == 0).sum())
 
 
+def test_a_burst_released_by_a_late_sensor_fits_the_queue_at_a_high_rate(tiny_bundle, tmp_path):  # noqa: F811
+    """Live pacing at 40 predictions/s: an IMU silent for 0.45 s (under its 0.5 s timeout) holds ~18 predictions
+    back, released at once when it resumes; an 8-window queue dropped the oldest of them."""
+    ds = regular_dataset(tmp_path / "late", sessions=1, gap=(1.5, 1.95))
+    s = run_device(RunSettings(bundle=str(tiny_bundle), sources=f"replay://{ds}", mqtt="none", device_id="burst",
+                               speed=1.0, threads=1, rate=40.0))
+    assert (s["reason"], s["exit_code"]) == ("sources ended", 0), s
+    assert s["dropped_windows"] == 0 and s["predictions"] >= 100, s
+
+
 def test_the_virtual_mcu_over_a_pty_streams_predictions_with_ok_sensors(tiny_bundle, tmp_path):  # noqa: F811
     tr = PtyTransport(tmp_path / "ttyMCU")
     feeds = synthetic_feeds("normal", 0, 10.0)
