@@ -50,3 +50,9 @@ def test_demo_help_names_the_main_options(cli):
 
     with pytest.raises(SystemExit):
         cli("demo", "--help")
+
+
+def test_a_bad_demo_rate_exits_2_before_any_work(cli, tmp_path):
+    code, _, err = cli("demo", "--out", tmp_path / "d", "--rate", "0")
+    assert code == 2 and "--rate must be a positive number" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()

@@ -18,7 +18,7 @@ def configure(p) -> None:
     p.add_argument("--states", default="normal,bearing_wear,electrical_fault",
                    help="machine states the virtual MCU plays, in order (comma-separated)")
     p.add_argument("--seconds-per-state", type=float, default=10.0, help="live seconds per state (default 10)")
-    p.add_argument("--rate", type=float, default=4.0,
+    p.add_argument("--rate", type=float, default=4.0, metavar="HZ",
                    help="streaming predictions per second in the live part (default 4; the window hop gives 2)")
     p.add_argument("--max-accuracy-drop", type=float, help="override the targets' INT8 accuracy gate (points)")
     p.add_argument("--min-agreement", type=float, help="override the targets' INT8 top-1 agreement gate (0..1)")
@@ -28,6 +28,10 @@ def configure(p) -> None:
 
 def run(args) -> int:
     from edge_gmm.demo import DemoOptions, run_demo, summary_text
+    from edge_gmm.errors import ConfigError
+
+    if not 0 < args.rate < float("inf"):  # checked before minutes of training, not after
+        raise ConfigError(f"--rate must be a positive number of predictions per second, got {args.rate!r}")
 
     opts = DemoOptions(out=args.out, mqtt=args.mqtt, seed=args.seed, sessions_per_class=args.sessions_per_class,
                        session_seconds=args.session_seconds, epochs=args.epochs,
