@@ -62,6 +62,7 @@ def build(tmp: Path, preset: str = PRESET):
     names = [s.name for s in model.sensors]
     split = next(s for s in ds.splits if ds.splits[s])
     windows = make_windows(ds, split, model.window, modalities=names, tasks=[t.name for t in model.tasks])
+    windows = windows.select(np.arange(min(len(windows), 32)))  # the export's checks only: an untrained model
     export_model(model, target=load_target("cpu-onnx-fp32"), out=tmp / "bundle", calib_windows=windows,
                  eval_windows=windows, model_name=f"{preset}-untrained")
     return model, tmp / "bundle", dataset
