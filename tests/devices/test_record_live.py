@@ -78,7 +78,9 @@ def test_record_audio_through_portaudio_alsa_holds_the_device_signal(alsa_home, 
     assert code == 0, err
     assert r["streams"]["audio"]["rate_hz"] == RATE and r["defaults"] == {}
     audio = only_session(tmp_path / "a").streams["audio"]
-    assert len(audio) == pytest.approx(2 * RATE, rel=0.1)  # real time: the clockless device is paced
+    # real time: the clockless device is paced (the stop lands a few blocks after 2 s on a loaded machine: 2.25 s
+    # once in a full suite; an unpaced device would hand over its whole file at once)
+    assert len(audio) == pytest.approx(2 * RATE, rel=0.25)
     assert np.allclose(np.diff(audio.t), 1 / RATE)  # contiguous sample times, never overlapping blocks
     spectrum = np.abs(np.fft.rfft(audio.x))
     assert np.argmax(spectrum) * RATE / len(audio.x) == pytest.approx(TONE_HZ, abs=2)
