@@ -88,14 +88,14 @@ def _check(args, bundle, golden, report: dict) -> None:
 def _check_stream(args, bundle, golden, name: str, stack) -> dict | None:
     """The streaming split, where `run` would stream with it: the golden windows through the encoder graphs and
     the fusion graph on this runner, judged like the whole graph (None where the split does not run here)."""
-    from edge_gmm.devices.job import STREAM_RUNNERS, open_stream
+    from edge_gmm.devices.job import STREAM_RUNNERS, open_stream, split_lacks
     from edge_gmm.errors import EdgeGmmError, RuntimeFailure
     from edge_gmm.runtime.doctor import check_stream
 
     precision = args.precision or None
     if bundle.stream is None or name not in STREAM_RUNNERS:
         return None
-    if precision and any(precision not in bundle.graph(g).artifacts for g in bundle.graph_names[1:]):
+    if split_lacks(bundle, precision):
         return None  # `run` falls back to whole windows for this precision
     _, graphs = open_stream(bundle, name, precision, args.threads, stack)
     try:

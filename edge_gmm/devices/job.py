@@ -141,10 +141,15 @@ def _why_not_streaming(settings: RunSettings, bundle) -> str:
         return f"{bundle.source} was exported without the streaming split (export it again with this edge-gmm)"
     if settings.runner not in ("auto", *STREAM_RUNNERS):
         return f"the {settings.runner} runner runs the whole-window graph only (use onnxrt or tensorrt)"
-    if settings.precision:
-        lacking = [g for g in bundle.graph_names[1:] if settings.precision not in bundle.graph(g).artifacts]
+    return split_lacks(bundle, settings.precision)
+
+
+def split_lacks(bundle, precision: str | None) -> str:
+    """Why the bundle's streaming graphs cannot run at `precision` ("" when they can, or no precision is asked)."""
+    if precision:
+        lacking = [g for g in bundle.graph_names[1:] if precision not in bundle.graph(g).artifacts]
         if lacking:
-            return f"its streaming graph {lacking[0]!r} has no {settings.precision} artifact"
+            return f"its streaming graph {lacking[0]!r} has no {precision} artifact"
     return ""
 
 
