@@ -50,7 +50,7 @@ def configure(p) -> None:
                    help="most disk space the spool takes, in MiB (default 64); the oldest unsent predictions go first")
     p.add_argument("--password-file", help="broker password from this file instead of the URL")
     p.add_argument("--pubkey", help="verify the bundle's ed25519 signature with this public key")
-    p.add_argument("--queue", type=int, default=8, help="windows waiting for inference before the oldest is dropped")
+    p.add_argument("--queue", type=int, default=8, help="windows waiting for inference before the oldest is dropped (raised to the burst a late sensor releases: rate x its timeout + 1)")
     p.add_argument("--metrics-every", type=float, default=10.0, help="seconds between metrics messages")
     p.add_argument("--ha-discovery", default="off", choices=["off", "on", "remove"],
                    help="Home Assistant MQTT discovery: on publishes retained sensor configs (docs/home-assistant.md), "
