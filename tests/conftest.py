@@ -114,6 +114,40 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+TINY_MODALITIES = ["imu", "audio"]
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """The export tests' student-tiny on machine-health's imu + audio, trained once for the session:
+    (dataset, its training windows, a `fresh()` that builds a new model with the trained weights)."""
+    import torch
+
+    from edge_gmm.config import ModelSpec
+    from edge_gmm.data.synth import synthesize
+    from edge_gmm.data.windowing import make_windows
+    from edge_gmm.model import build_model
+
+    ds = synthesize("machine-health", tmp_path_factory.mktemp("tiny") / "ds", sessions_per_class=4, session_seconds=5.0)
+    sensors = [s for s in ds.sensors if s.name in TINY_MODALITIES]
+    spec = ModelSpec(preset="student-tiny", student="student-tiny")
+    w = make_windows(ds, "train", ds.window, TINY_MODALITIES)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine, 2 spinning threads made training 25x slower
+    try:
+        torch.manual_seed(0)
+        state = train_briefly(build_model("student-tiny", sensors, ds.window, list(ds.tasks), spec), w, TINY_MODALITIES).state_dict()
+    finally:
+        torch.set_num_threads(n)
+
+    def fresh():
+        model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), spec)
+        model.load_state_dict(state)
+        return model.eval()
+
+    return ds, w, fresh
+
+
 def train_briefly(model, windows, modalities, steps: int = 150):
     """Export tests' model: normalization stats from `windows`, then `steps` AdamW steps on its 'state' labels; returns the model in eval."""
     import numpy as np

@@ -12,7 +12,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import train_briefly  # noqa: E402
 from edge_gmm.config import FusionConfig, ModelSpec  # noqa: E402
 from edge_gmm.errors import MissingDependencyError  # noqa: E402
 from edge_gmm.export import evaluate as ev  # noqa: E402
@@ -26,35 +25,18 @@ MODALITIES = ["imu", "audio"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A run directory (run.json + student.safetensors) of a student-tiny trained 150 steps on machine-health."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine, 2 spinning threads made this 25x slower
-    try:
-        yield from _train_run(tmp_path_factory)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_run(tmp_path_factory):
-    from edge_gmm.data.synth import synthesize
-    from edge_gmm.data.windowing import make_windows
-    from edge_gmm.model import build_model
+def run_dir(tiny_trained, tmp_path_factory):
+    """A run directory (run.json + student.safetensors) of the session's briefly trained student-tiny."""
     from edge_gmm.train.checkpoint import save_weights, write_run_json
 
-    root = tmp_path_factory.mktemp("export")
-    ds = synthesize("machine-health", root / "ds", sessions_per_class=4, session_seconds=5.0)
+    ds, _, fresh = tiny_trained
     sensors = [s for s in ds.sensors if s.name in MODALITIES]
     cfg = FusionConfig(dataset=str(ds.path), modalities=MODALITIES, window=ds.window,
                        model=ModelSpec(preset="student-tiny", student="student-tiny"))
-    run = root / "run"
+    run = tmp_path_factory.mktemp("export") / "run"
     write_run_json(run, cfg, sensors, ds.window, list(ds.tasks), str(ds.path))
-    torch.manual_seed(0)
-    model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), cfg.model)
-    w = make_windows(ds, "train", ds.window, MODALITIES)
-    train_briefly(model, w, MODALITIES)
-    save_weights(model.eval(), run / "student.safetensors")
-    yield run
+    save_weights(fresh(), run / "student.safetensors")
+    return run
 
 
 @pytest.fixture(scope="module")

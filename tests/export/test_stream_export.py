@@ -13,8 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import train_briefly  # noqa: E402
-from edge_gmm.config import ModelSpec  # noqa: E402
 from edge_gmm.errors import BundleError  # noqa: E402
 from edge_gmm.export import evaluate as ev  # noqa: E402
 from edge_gmm.export.pipeline import export_model  # noqa: E402
@@ -31,20 +29,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, one_torch_thread):
-    """A student-tiny trained 150 steps on machine-health, and its training windows (calibration and
-    evaluation, as tests/export/test_export_pipeline.py: one borderline window cannot flip the INT8 gate)."""
-    from edge_gmm.data.synth import synthesize
-    from edge_gmm.data.windowing import make_windows
-    from edge_gmm.model import build_model
-
-    ds = synthesize("machine-health", tmp_path_factory.mktemp("stream") / "ds", sessions_per_class=4, session_seconds=5.0)
-    sensors = [s for s in ds.sensors if s.name in MODALITIES]
-    torch.manual_seed(0)
-    model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), ModelSpec(preset="student-tiny"))
-    w = make_windows(ds, "train", ds.window, MODALITIES)
-    train_briefly(model, w, MODALITIES)
-    return model.eval(), w
+def trained(tiny_trained):
+    """The session's briefly trained student-tiny and its training windows (calibration and evaluation, as
+    tests/export/test_export_pipeline.py: one borderline window cannot flip the INT8 gate)."""
+    _, w, fresh = tiny_trained
+    return fresh(), w
 
 
 @pytest.fixture(scope="module")
