@@ -27,7 +27,7 @@ TRIALS: list[dict] = [
     {"train.augment": False},
     {"train.lr": 4e-3},
     {"train.lr": 1e-3},
-    {"train.min_steps": 900},
+    {"train.min_steps": 3000},
     {"model.student": "student-tiny"},
     {"model.patch_s": 0.05},
     {"model.patch_s": 0.25},

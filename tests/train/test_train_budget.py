@@ -49,7 +49,8 @@ def _model(train_w, val_w, seed=0):
 
 def test_a_40_example_set_trains_past_10_epochs_and_stops_on_its_own():
     model, tf, vf = _model(toy_windows(40, 0), toy_windows(48, 1))
-    spec = TrainSpec(seed=1, perfect_epochs=0)  # the patience rule alone (the toy task reaches 100 % early)
+    # the patience rule alone (the toy task reaches 100 % early), on a 300-step floor to stay quick
+    spec = TrainSpec(seed=1, perfect_epochs=0, min_steps=300)
     planned = plan(len(tf), spec)
     res = fit(model, tf, vf, spec, modality_dropout_p=0.2, log=lambda s: None)
     assert 10 < len(res.history) < planned.epochs, (len(res.history), planned)
