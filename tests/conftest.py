@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,16 +103,25 @@ def cli(capsys):
     return _run
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Torch on one thread for a module: the suite shares 2 cores with subprocesses, and more threads only
-    spin against each other there. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+@contextmanager
+def torch_on_one_thread():
+    """The suite shares 2 cores with subprocesses, and more torch threads only spin against each other there
+    (2 spinning threads made a brief training 25x slower)."""
     import torch
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    with torch_on_one_thread():
+        yield
 
 
 TINY_MODALITIES = ["imu", "audio"]
@@ -132,13 +142,9 @@ def tiny_trained(tmp_path_factory):
     sensors = [s for s in ds.sensors if s.name in TINY_MODALITIES]
     spec = ModelSpec(preset="student-tiny", student="student-tiny")
     w = make_windows(ds, "train", ds.window, TINY_MODALITIES)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine, 2 spinning threads made training 25x slower
-    try:
+    with torch_on_one_thread():
         torch.manual_seed(0)
         state = train_briefly(build_model("student-tiny", sensors, ds.window, list(ds.tasks), spec), w, TINY_MODALITIES).state_dict()
-    finally:
-        torch.set_num_threads(n)
 
     def fresh():
         model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), spec)

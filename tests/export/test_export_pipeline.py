@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import TINY_MODALITIES  # noqa: E402
 from edge_gmm.config import FusionConfig, ModelSpec  # noqa: E402
 from edge_gmm.errors import MissingDependencyError  # noqa: E402
 from edge_gmm.export import evaluate as ev  # noqa: E402
@@ -21,7 +22,7 @@ from edge_gmm.export.targets import load_target  # noqa: E402
 from edge_gmm.runtime.bundle import Bundle, generate_keypair  # noqa: E402
 from edge_gmm.runtime.runners import create_runner  # noqa: E402
 
-MODALITIES = ["imu", "audio"]
+MODALITIES = TINY_MODALITIES  # the session-trained model's (tiny_trained)
 
 
 @pytest.fixture(scope="module")

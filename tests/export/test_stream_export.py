@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import TINY_MODALITIES  # noqa: E402
 from edge_gmm.errors import BundleError  # noqa: E402
 from edge_gmm.export import evaluate as ev  # noqa: E402
 from edge_gmm.export.pipeline import export_model  # noqa: E402
@@ -20,7 +21,7 @@ from edge_gmm.export.targets import load_target  # noqa: E402
 from edge_gmm.runtime.bundle import Bundle, load_schema  # noqa: E402
 from edge_gmm.runtime.stream import StreamGraphs  # noqa: E402
 
-MODALITIES = ["imu", "audio"]
+MODALITIES = TINY_MODALITIES  # the session-trained model's (tiny_trained)
 TARGETS = {"fp32": "cpu-onnx-fp32", "int8": "cpu-onnx-int8"}
 GRAPHS = ["window", "encoder.imu", "encoder.audio", "fusion"]
 STREAM_KEYS = {"dim", "batch", "layouts", "graphs", "connects", "parity", "metrics", "lint"}
