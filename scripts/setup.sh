@@ -21,7 +21,7 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-if ! .venv/bin/python -c "import edge_gmm, torch, onnxruntime, paho.mqtt, serial, aeon, sounddevice, cv2, playwright" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import edge_gmm, torch, onnxruntime, paho.mqtt, serial, aeon, sounddevice, cv2, playwright, xdist" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the CPU wheel; an unpinned torch pulls a multi-GB CUDA build (FIELD-NOTES).
