@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,19 @@ def test_supervisor_daemonizes_with_a_pid_file_and_stops_its_command(tmp_path):
     assert stopped["state"] == "stopped" and stopped["supervisor_pid"] is None
     assert not Path(f"/proc/{state['child_pid']}").exists() or _zombie(state["child_pid"])
     assert not (tmp_path / "run" / "edge-gmm.pid").exists()
+
+
+def test_supervisor_start_returns_once_the_command_runs_not_at_the_pid_file(tmp_path):
+    # a FIFO env file holds the daemon after its pid file, before the command starts (as a loaded box does)
+    env = tmp_path / "slow.env"
+    os.mkfifo(env)
+    threading.Timer(1.0, lambda: env.write_text("A=1\n")).start()
+    state = _sup(tmp_path / "run", "start", "--env-file", str(env), "--log", str(tmp_path / "l.log"), "--",
+                 "sleep", "60")  # fmt: skip
+    try:
+        assert state["state"] == "running" and state["child_pid"]
+    finally:
+        _sup(tmp_path / "run", "stop")
 
 
 def _zombie(pid: int) -> bool:

@@ -203,13 +203,15 @@ def start(paths: Paths, argv: list[str], env_file: str | None, log_path: Path, d
     log_path.parent.mkdir(parents=True, exist_ok=True)
     paths.pid.unlink(missing_ok=True)
     _write_state(paths, state="starting", pid=None, child_pid=None, restarts=0, last_exit=None)
-    if os.fork() > 0:  # the caller: wait (bounded) until the daemon has written its pid file
+    if os.fork() > 0:  # the caller: wait (bounded) until the daemon has started the command (or given up)
+        # not just for the pid file: the daemon writes it before it reads the env file and starts the command,
+        # and a caller that returned then would report `starting` with no child pid (a loaded box shows it)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and read_pid(paths) is None and _raw_state(paths) == "starting":
+        while time.monotonic() < deadline and _raw_state(paths) == "starting":
             time.sleep(0.05)
         state = read_state(paths)
         print(json.dumps(state))
-        return 0 if state.get("supervisor_pid") else 1
+        return 1 if state["state"] in ("starting", "dead") else 0
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
