@@ -51,10 +51,11 @@ def _log(line: str) -> None:
     print("   ", line, flush=True)
 
 
-def overrides(seed: int, quick: bool) -> dict:
+def overrides(seed: int, quick: bool, sets: list[str] | None = None) -> dict:
+    """train.seed, the --quick budget, and any --set KEY=VALUE (an experiment: the row is no longer defaults-only)."""
     from edge_gmm.config import TrainSpec
 
-    over = {"train.seed": seed}
+    over = {"train.seed": seed, **dict(kv.split("=", 1) for kv in sets or [])}
     if quick and hasattr(TrainSpec(), "time_budget_s"):
         over["train.time_budget_s"] = QUICK_BUDGET_S
     return over
@@ -78,14 +79,14 @@ def export_int8(run_dir: Path, out: Path):
     return export_run(run_dir, target=opened, out=out, eval_split="test", log=_log), "FAILED"
 
 
-def train_and_measure(ds, work: Path, tag: str, seed: int, quick: bool):
+def train_and_measure(ds, work: Path, tag: str, seed: int, quick: bool, sets: list[str] | None = None):
     """Train with defaults exactly as `edge-gmm train --dataset` does, then evaluate, export and time."""
     from edge_gmm.runtime.bench import bench_bundle
     from edge_gmm.train.checkpoint import load_run
     from edge_gmm.train.evaluate import evaluate_run
     from edge_gmm.train.run import resolve_config, train_run
 
-    cfg, ds = resolve_config(str(ds.path), None, **overrides(seed, quick))
+    cfg, ds = resolve_config(str(ds.path), None, **overrides(seed, quick, sets))
     run_dir = work / f"run-{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -130,7 +131,7 @@ def run_row(key: str, args, work: Path) -> dict:
     _log(f"dataset {ds.path} ready in {time.perf_counter() - t0:.0f} s")
     seeds, window = [], None
     for seed in range(args.seeds):
-        one, window = train_and_measure(ds, work, f"{key}-s{seed}", seed, args.quick)
+        one, window = train_and_measure(ds, work, f"{key}-s{seed}", seed, args.quick, args.set)
         seeds.append(one)
     wins = real_peers.windows_by_split(ds, window)
     p = peer(real_peers.concat([wins[s] for s in fit_splits]), wins["test"])
@@ -162,6 +163,7 @@ def run_isolated(key: str, args, work: Path) -> dict:
     out = work / f"row-{key}.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--row", key, "--work", str(work), "--seeds", str(args.seeds)] + ["--quick"] * args.quick
+    cmd += [a for kv in args.set or [] for a in ("--set", kv)]
     try:
         rc = subprocess.run(cmd, timeout=args.row_timeout or None).returncode
     except subprocess.TimeoutExpired:
@@ -181,6 +183,8 @@ def parse(argv):
     ap.add_argument("--no-publish", action="store_true", help="print only; do not update docs/benchmarks.md")
     ap.add_argument("--json", help="also write the rows, per-seed details included, to this file")
     ap.add_argument("--row-timeout", type=float, default=0, help="seconds one row may take before it is stopped (0 = no limit)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a config override for every row, e.g. model.student=student-latent (an experiment: not defaults-only)")
     ap.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # internal: the child process of one row
     args = ap.parse_args(argv)
     if args.seeds < 1:
@@ -205,6 +209,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     cmd = "python benchmarks/bench_real.py" + " --quick" * args.quick + "".join(f" --only {k}" for k in args.only or [])
     cmd += f" --seeds {args.seeds}" if args.seeds != 1 else ""
+    cmd += "".join(f" --set {kv}" for kv in args.set or [])
     publish("real", "Real data, defaults only, vs peers (issue 11)", cmd, real_table.render(rows), real_table.NOTES,
             write=not (args.no_publish or args.quick))
     return 1 if any("error" in r for r in rows) else 0

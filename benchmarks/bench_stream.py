@@ -87,7 +87,7 @@ def stream_flops(model) -> tuple[int, dict[str, int], int, dict[str, float]]:
 
     lay = model.stream_layout()
     enc = {m: _count(model.token_encoder(m), (torch.zeros(1, *l.call_shape),)) for m, l in lay.items()}
-    dim = model.cls.shape[-1]  # the shared token width
+    dim = model.token_dim  # the cached token width
     tokens = [torch.zeros(1, lay[m].tokens, dim) for m in model.modalities]
     masks = [torch.ones(1, lay[m].tokens) for m in model.modalities]
     fusion = _count(model.fusion(), (*tokens, *masks))

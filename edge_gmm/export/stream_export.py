@@ -77,7 +77,7 @@ def export_graphs(model, tmp: Path, target) -> dict[str, Path]:
 
     from edge_gmm.model.onnx_export import export_module, rewrite_file
 
-    layouts, dim = model.stream_layout(), int(model.embed_dim)
+    layouts, dim = model.stream_layout(), int(model.token_dim)
     files = {}
     for m in model.modalities:
         path = graph_file(tmp, encoder_graph(m), "fp32")
@@ -102,7 +102,7 @@ def stream_section(model, fp32: dict[str, Path]) -> dict:
         inputs, outputs = _io_specs(path)
         graphs[name] = {"inputs": inputs, "outputs": outputs, "artifacts": {}}
     return {
-        "dim": int(model.embed_dim),
+        "dim": int(model.token_dim),
         "batch": 1,
         "layouts": {m: {"span": int(lay.span), "hop": int(lay.hop), "tokens": int(lay.tokens), "per_call": int(lay.per_call)}
                     for m, lay in layouts.items()},

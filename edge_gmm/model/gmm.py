@@ -12,9 +12,10 @@ so they contribute exactly nothing to the CLS token. All shapes are static for a
 Streaming split (the same weights, the same outputs as `forward`):
 - `stream_layout()[m]`: a `StreamLayout` — token j of a window reads samples [j * hop, j * hop + span) of
   modality m (camera: its one frame); `tokens` per window, `per_call` per encoder call, `call_shape`.
-- `token_encoder(m)`: raw samples of one call (B, *call_shape) -> (B, per_call, D) projected tokens
-  (front end, normalization, encoder, projector; no resampler, no embeddings).
-- `fusion()`: `forward(*tokens, *masks)`, tokens[m] (B, tokens_m, D) and a per-token mask (B, tokens_m)
+- `token_encoder(m)`: raw samples of one call (B, *call_shape) -> (B, per_call, token_dim) cached tokens
+  (front end, normalization, encoder, projector; no resampler, no embeddings; with `fusion = "latent"`, the
+  token's keys and values for every fusion layer, model/latent.py: token_dim = 2 * D * depth).
+- `fusion()`: `forward(*tokens, *masks)`, tokens[m] (B, tokens_m, token_dim) and a per-token mask (B, tokens_m)
   per modality in modality order -> (logits_<task>..., embedding): token mixers, resamplers, embeddings,
   backbone, heads. A masked token's values never reach the outputs (it enters the token mixer as zeros and
   gets attention weight 0); all of a modality's tokens masked is exactly that modality absent in `forward`.
@@ -32,6 +33,7 @@ from edge_gmm.config import ModelSpec, SensorSpec, TaskSpec, WindowSpec
 from edge_gmm.errors import ConfigError
 from edge_gmm.model.attention import Block, Resampler, key_bias
 from edge_gmm.model.heads import HEADS
+from edge_gmm.model.latent import LatentFusion
 from edge_gmm.model.presets import resolve
 from edge_gmm.model.tokenizers import TOKENIZERS, ConvBlock, StreamLayout
 
@@ -84,6 +86,14 @@ class GMM(nn.Module):
         self.mixers = _ByName()  # for tokens that form a time sequence (one per encoder call); not camera patches
         self.resamplers = _ByName()
         self.token_counts: dict[str, int] = {}
+        if p.fusion == "latent":
+            self.token_counts = {m: self.tokenizers[m].n_tokens for m in self.modalities}
+            self.latent = LatentFusion(self.modalities, self.token_counts, d, p.depth, p.heads, p.mlp_ratio,
+                                       spec.dropout)
+            self.heads = _ByName({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
+            return
+        if p.fusion != "backbone":
+            raise ConfigError(f"unknown fusion {p.fusion!r}; choose 'backbone' or 'latent'")
         for m in self.modalities:
             n = self.tokenizers[m].n_tokens
             if self.tokenizers[m].stream_layout().per_call == 1 and n > 1:
@@ -113,6 +123,12 @@ class GMM(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.preset.d_model
+
+    @property
+    def token_dim(self) -> int:
+        """The width of one cached token (an encoder call's output): the projected token, or with latent fusion
+        every layer's key and value of it."""
+        return self.latent.kv_dim if self.preset.fusion == "latent" else self.preset.d_model
 
     def input_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         shapes = {m: (batch, *self.tokenizers[m].input_shape) for m in self.modalities}
@@ -151,6 +167,8 @@ class GMM(nn.Module):
              return_tokens: bool = False) -> dict[str, torch.Tensor]:
         """Tokens (B, N_m, D) and per-token masks (B, N_m) -> outputs: token mixer, resampler, embeddings,
         backbone, heads."""
+        if self.preset.fusion == "latent":
+            return self._fuse_latent(tokens, token_mask, return_tokens)
         first = next(iter(token_mask.values()))
         seq = [self.cls.expand(first.shape[0], -1, -1)]
         present = [torch.ones_like(first[:, :1], dtype=torch.bool)]  # (B, 1) the CLS key
@@ -180,6 +198,23 @@ class GMM(nn.Module):
             out[f"pooled_{m}"] = v
         return out
 
+    def _fuse_latent(self, tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor],
+                     return_tokens: bool) -> dict[str, torch.Tensor]:
+        out = self.fuse_cached({m: self.latent.token_kv(m, tokens[m]) for m in self.modalities}, token_mask)
+        for m in self.modalities if return_tokens else []:
+            keep = token_mask[m] > 0.5
+            out[f"pooled_{m}"] = torch.where(keep[..., None], tokens[m], torch.zeros_like(tokens[m])).mean(dim=1)
+        return out
+
+    def fuse_cached(self, cached: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The fusion graph's forward: what the token cache holds (B, N_m, token_dim) per modality -> outputs."""
+        if self.preset.fusion != "latent":
+            return self.fuse(cached, token_mask)
+        emb = self.latent(cached, {m: token_mask[m] > 0.5 for m in self.modalities})
+        out = {f"logits_{t.name}": self.heads[t.name](emb) for t in self.tasks}
+        out["embedding"] = emb
+        return out
+
     def forward_features(self, feats: dict[str, torch.Tensor], mask: torch.Tensor,
                          return_tokens: bool = False) -> dict[str, torch.Tensor]:
         tokens = self.encode_tokens(feats, mask)
@@ -194,7 +229,8 @@ class GMM(nn.Module):
         return {m: self.tokenizers[m].stream_layout() for m in self.modalities}
 
     def token_encoder(self, modality: str) -> nn.Module:
-        return TokenEncoder(self.tokenizers[modality], self.projectors[modality])
+        kv = self.latent.token_kv_module(modality) if self.preset.fusion == "latent" else nn.Identity()
+        return TokenEncoder(self.tokenizers[modality], self.projectors[modality], kv)
 
     def fusion(self) -> nn.Module:
         return Fusion(self)
@@ -236,14 +272,14 @@ class PositionalGMM(nn.Module):
 
 
 class TokenEncoder(nn.Module):
-    """One modality's encoder call: raw samples (B, *call_shape) -> projected tokens (B, per_call, D)."""
+    """One modality's encoder call: raw samples (B, *call_shape) -> cached tokens (B, per_call, token_dim)."""
 
-    def __init__(self, tokenizer: nn.Module, projector: nn.Module):
+    def __init__(self, tokenizer: nn.Module, projector: nn.Module, cache_form: nn.Module):
         super().__init__()
-        self.tokenizer, self.projector = tokenizer, projector
+        self.tokenizer, self.projector, self.cache_form = tokenizer, projector, cache_form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.tokenizer(self.tokenizer.frontend(x)))
+        return self.cache_form(self.projector(self.tokenizer(self.tokenizer.frontend(x))))
 
 
 class Fusion(nn.Module):
@@ -259,7 +295,7 @@ class Fusion(nn.Module):
         n = len(self.gmm.modalities)
         tokens = dict(zip(self.gmm.modalities, args[:n]))
         masks = dict(zip(self.gmm.modalities, args[n:]))
-        out = self.gmm.fuse(tokens, masks)
+        out = self.gmm.fuse_cached(tokens, masks)
         return tuple(out[name] for name in self.output_names)
 
 

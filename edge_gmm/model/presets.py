@@ -37,6 +37,9 @@ class Preset:
     # sessions apart by the phases between harmonics); 0 = time-domain patches like any time series
     imu_win_s: float = 0.25
     imu_hop_s: float = 0.125
+    # "backbone": transformer blocks over every token; "latent": a CLS latent cross-attends to keys and values
+    # each token owns (model/latent.py): no token attends to another, so streaming caches them per token
+    fusion: str = "backbone"
 
 
 PRESETS: Registry[Preset] = Registry("model preset")
@@ -51,6 +54,12 @@ PRESETS.add(
     Preset(d_model=64, depth=2, heads=2, mlp_ratio=2.0, enc_dim=48, enc_blocks=1, projector="linear",
            patch_s=0.1, audio_patch_frames=5, camera_grid=4, camera_stem=8,
            audio_win_s=0.020, audio_hop_s=0.020, n_mels=32, audio_fmax=4000.0),
+)
+PRESETS.add(
+    "student-latent",
+    Preset(d_model=64, depth=2, heads=2, mlp_ratio=2.0, enc_dim=48, enc_blocks=1, projector="linear",
+           patch_s=0.1, audio_patch_frames=5, camera_grid=4, camera_stem=8,
+           audio_win_s=0.020, audio_hop_s=0.020, n_mels=32, audio_fmax=4000.0, fusion="latent"),
 )
 PRESETS.add(
     "student-tiny",

@@ -11,7 +11,7 @@ from edge_gmm.data.synth import get_scenario
 from edge_gmm.model import build_model
 from edge_gmm.model.onnx_export import export_module
 
-PRESETS = ["teacher-base", "student-small", "student-tiny"]
+PRESETS = ["teacher-base", "student-small", "student-tiny", "student-latent"]
 TOL = 1e-4
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -83,7 +83,7 @@ def test_encoder_calls_and_fusion_equal_the_whole_window_model(model):
     want = model(inputs, mask)
     tokens = _streamed_tokens(model, inputs)
     for m, t in tokens.items():
-        assert t.shape == (2, model.stream_layout()[m].tokens, model.embed_dim)
+        assert t.shape == (2, model.stream_layout()[m].tokens, model.token_dim)
     assert _max_diff(_fuse(model, tokens, _token_masks(model, mask)), want) <= TOL
 
 
@@ -91,7 +91,7 @@ def test_encoder_calls_and_fusion_equal_the_whole_window_model(model):
 def test_samples_outside_the_window_do_not_change_its_tokens(model):
     """The encoder over a longer stream (loud samples before and after the window) gives the window's tokens."""
     inputs, mask = model.example_inputs(1, seed=2)
-    window = model.encode_tokens(model.featurize(inputs, mask), mask)
+    window = _streamed_tokens(model, inputs)  # one call per span: equal to the whole model (the test above)
     g = torch.Generator().manual_seed(3)
     for m, layout in model.stream_layout().items():
         if m == "camera":  # one frame per window: nothing before or after it
@@ -136,8 +136,9 @@ def _ort(path, feeds):
 
 
 @torch.no_grad()
-def test_encoders_and_fusion_export_and_onnxruntime_agrees(tmp_path):
-    model = _model("student-tiny")  # the resampler too: per-token masks inside its cross-attention
+@pytest.mark.parametrize("preset", ["student-tiny", "student-latent"])  # the resampler's masks; latent fusion
+def test_encoders_and_fusion_export_and_onnxruntime_agrees(tmp_path, preset):
+    model = _model(preset)
     inputs, mask = model.example_inputs(1, seed=6)
     tokens = {}
     for m, layout in model.stream_layout().items():
