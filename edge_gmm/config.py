@@ -110,7 +110,7 @@ class ModelSpec:
     """Which preset to build and what to override. Preset names live in edge_gmm.model.presets."""
 
     preset: str = "teacher-base"
-    student: str = "student-small"
+    student: str = "student-stream"
     d_model: int = 0  # 0 = the preset's
     depth: int = 0
     heads: int = 0

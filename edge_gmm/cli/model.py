@@ -37,7 +37,7 @@ def run(args) -> int:
     from edge_gmm.model import PRESETS
 
     if args.action == "list":
-        rows = [{"preset": n, **{k: getattr(PRESETS.get(n), k) for k in ("d_model", "depth", "heads", "enc_dim", "projector")}}
+        rows = [{"preset": n, **{k: getattr(PRESETS.get(n), k) for k in ("d_model", "depth", "heads", "enc_dim", "projector", "fusion")}}
                 for n in PRESETS.names()]
         emit(args, rows, table(rows))
         return 0

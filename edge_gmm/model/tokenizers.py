@@ -107,7 +107,8 @@ class Tokenizer(nn.Module):
 # 1 Hz), so a patch length in seconds alone would give 1-sample tokens and hundreds of them per window.
 MAX_SERIES_TOKENS = 32
 # Left context of the series stem in samples (kernels 7 and 5), at most half the window: a token reads its patch
-# plus this many samples before it, all inside the window, so it never sees past the window's start.
+# plus this many samples before it, all inside the window, so it never sees past the window's start. A preset
+# may set its own (Preset.series_context): a latent fusion has no token mixer, so its tokens read further back.
 STEM_CONTEXT = 10
 
 
@@ -130,7 +131,7 @@ class SeriesTokenizer(Tokenizer):
     def __init__(self, sensor, window, preset):
         super().__init__(sensor, window, preset)
         t = self.n_samples
-        self.context = min(STEM_CONTEXT, t // 2)
+        self.context = min(preset.series_context or STEM_CONTEXT, t // 2)
         usable = t - self.context  # stem outputs per window
         self.patch = max(1, min(usable, int(round(preset.patch_s * sensor.rate))), -(-usable // MAX_SERIES_TOKENS))
         self.n_tokens = usable // self.patch
@@ -195,11 +196,13 @@ class AudioTokenizer(Tokenizer):
                              preset.n_mels, preset.audio_fmax)
         frames = self.logmel.frames
         self.patch = max(1, min(frames, preset.audio_patch_frames))
-        self.n_tokens = frames // self.patch
-        # frame f reads samples [f * hop, f * hop + n_fft) (uncentered), so a token of `patch` frames reads:
-        self.span = (self.patch - 1) * self.logmel.hop + self.logmel.n_fft
+        # a token reads `context` frames before its own patch (inside the window): the first ones are context only
+        self.context = min(preset.audio_context_frames, frames - self.patch)
+        self.n_tokens = (frames - self.context) // self.patch
+        # frame f reads samples [f * hop, f * hop + n_fft) (uncentered), so a token of context + patch frames reads:
+        self.span = (self.context + self.patch - 1) * self.logmel.hop + self.logmel.n_fft
         self.hop = self.patch * self.logmel.hop
-        self.embed = nn.Conv1d(preset.n_mels, preset.enc_dim, self.patch, stride=self.patch)
+        self.embed = nn.Conv1d(preset.n_mels, preset.enc_dim, self.context + self.patch, stride=self.patch)
         self.blocks = nn.Sequential(*[ConvBlock(preset.enc_dim, 1, kernel=1) for _ in range(preset.enc_blocks)])
         self._init_stats((1, preset.n_mels, 1))
 

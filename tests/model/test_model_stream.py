@@ -11,7 +11,7 @@ from edge_gmm.data.synth import get_scenario
 from edge_gmm.model import build_model
 from edge_gmm.model.onnx_export import export_module
 
-PRESETS = ["teacher-base", "student-small", "student-tiny", "student-latent"]
+PRESETS = ["teacher-base", "student-small", "student-tiny", "student-stream"]
 TOL = 1e-4
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -136,7 +136,7 @@ def _ort(path, feeds):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("preset", ["student-tiny", "student-latent"])  # the resampler's masks; latent fusion
+@pytest.mark.parametrize("preset", ["student-tiny", "student-stream"])  # the resampler's masks; latent fusion
 def test_encoders_and_fusion_export_and_onnxruntime_agrees(tmp_path, preset):
     model = _model(preset)
     inputs, mask = model.example_inputs(1, seed=6)
