@@ -54,6 +54,8 @@ def bench_machine_health(args, work: Path) -> list[dict]:
     ds = synthesize("machine-health", work / "machine-health", seed=0, **size)
     print(f"machine-health: synthesized in {time.perf_counter() - t0:.1f} s", flush=True)
     over = {} if args.full else {"train.epochs": 6, "train.student_epochs": 8}
+    if args.student:  # before/after a change of the default student
+        over["model.student"] = args.student
     cfg, ds = resolve_config(str(ds.path), str(DEMO_CONFIG), **over)
     metrics, res = _train_eval(cfg, ds, work / "run-machine-health")
     s, t = res["student"], res["teacher"]
@@ -151,6 +153,7 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the issue's sizes (default synthetic set, demo config)")
     ap.add_argument("--only", action="append", choices=list(BENCHES), help="run only these (repeatable)")
     ap.add_argument("--basicmotions", help="folder with BasicMotions_TRAIN.ts and BasicMotions_TEST.ts")
+    ap.add_argument("--student", help="machine-health: this student preset instead of the demo config's")
     ap.add_argument("--work", help="keep datasets and runs here (default: a temporary folder)")
     ap.add_argument("--no-publish", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = ap.parse_args()
