@@ -51,11 +51,21 @@ def _log(line: str) -> None:
     print("   ", line, flush=True)
 
 
+def _value(text: str):
+    """A --set value as the config file would give it: int, float, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def overrides(seed: int, quick: bool, sets: list[str] | None = None) -> dict:
     """train.seed, the --quick budget, and any --set KEY=VALUE (an experiment: the row is no longer defaults-only)."""
     from edge_gmm.config import TrainSpec
 
-    over = {"train.seed": seed, **dict(kv.split("=", 1) for kv in sets or [])}
+    over = {"train.seed": seed, **{k: _value(v) for k, v in (kv.split("=", 1) for kv in sets or [])}}
     if quick and hasattr(TrainSpec(), "time_budget_s"):
         over["train.time_budget_s"] = QUICK_BUDGET_S
     return over

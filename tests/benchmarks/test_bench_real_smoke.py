@@ -58,3 +58,12 @@ def test_quick_mode_one_tiny_row(tmp_path):
     assert set(row["targets"]) == {"vs_peer", "vs_teacher", "fit_5min"}
     assert "| ItalyPowerDemand |" in proc.stdout and "/1029 |" in proc.stdout
     assert (doc.read_text() if doc.exists() else None) == before  # --quick never publishes
+
+
+def test_set_overrides_reach_the_config_and_the_child_command():
+    from benchmarks.bench_real import overrides, parse
+
+    over = overrides(3, False, ["model.student=student-small", "train.lr=0.001"])
+    assert over == {"train.seed": 3, "model.student": "student-small", "train.lr": 0.001}
+    args = parse(["--only", "gunpoint", "--set", "model.student=student-small"])
+    assert args.set == ["model.student=student-small"]
