@@ -5,6 +5,9 @@
         + modality + time embeddings
     [CLS | tokens of every modality] (B, 1 + sum N_m, D) --backbone (masked)--> CLS (B, D) --heads--> logits
 
+With `fusion = "latent"` (the default student, model/latent.py) the bracketed stages and the backbone are
+replaced by a CLS latent that cross-attends to per-token keys/values plus per-slot offsets.
+
 `mask` (B, M) says which modalities are present. An absent modality's raw values are replaced by zeros
 first (so NaN/inf fed for it cannot leak), and its tokens get a -1e4 key bias in every attention layer,
 so they contribute exactly nothing to the CLS token. All shapes are static for a given batch size.
@@ -90,10 +93,15 @@ class GMM(nn.Module):
             self.token_counts = {m: self.tokenizers[m].n_tokens for m in self.modalities}
             self.latent = LatentFusion(self.modalities, self.token_counts, d, p.depth, p.heads, p.mlp_ratio,
                                        spec.dropout)
-            self.heads = _ByName({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
-            return
-        if p.fusion != "backbone":
+        elif p.fusion == "backbone":
+            self._build_backbone(p, spec.dropout)
+        else:
             raise ConfigError(f"unknown fusion {p.fusion!r}; choose 'backbone' or 'latent'")
+        self.heads = _ByName({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
+
+    def _build_backbone(self, p, dropout: float) -> None:
+        """Token mixers, resamplers, time/modality embeddings, CLS and transformer blocks (fusion "backbone")."""
+        d = p.d_model
         for m in self.modalities:
             n = self.tokenizers[m].n_tokens
             if self.tokenizers[m].stream_layout().per_call == 1 and n > 1:
@@ -107,9 +115,8 @@ class GMM(nn.Module):
         )
         self.modality_emb = nn.Parameter(torch.randn(len(self.modalities), d) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.blocks = nn.ModuleList([Block(d, p.heads, p.mlp_ratio, spec.dropout) for _ in range(p.depth)])
+        self.blocks = nn.ModuleList([Block(d, p.heads, p.mlp_ratio, dropout) for _ in range(p.depth)])
         self.norm = nn.LayerNorm(d)
-        self.heads = _ByName({t.name: HEADS.get(t.type)(t, d) for t in self.tasks})
 
     # ------------------------------------------------------------------ names and shapes
     @property
