@@ -22,8 +22,8 @@ MODALITIES = ["imu", "audio"]
 TARGETS = [t.name for t in list_targets()]
 
 
-@pytest.fixture(scope="module")
-def student(tmp_path_factory, one_torch_thread):
+@pytest.fixture(scope="module", params=["student-tiny", "student-stream"])  # the backbone; the default student
+def student(request, tmp_path_factory, one_torch_thread):
     from edge_gmm.config import ModelSpec
     from edge_gmm.data.synth import synthesize
     from edge_gmm.data.windowing import make_windows
@@ -32,7 +32,8 @@ def student(tmp_path_factory, one_torch_thread):
     ds = synthesize("machine-health", tmp_path_factory.mktemp("ds") / "ds", sessions_per_class=1, session_seconds=3.0)
     sensors = [s for s in ds.sensors if s.name in MODALITIES]
     torch.manual_seed(0)
-    model = build_model("student-tiny", sensors, ds.window, list(ds.tasks), ModelSpec(preset="student-tiny", student="student-tiny")).eval()
+    preset = request.param
+    model = build_model(preset, sensors, ds.window, list(ds.tasks), ModelSpec(preset=preset, student=preset)).eval()
     windows = make_windows(ds, "train", ds.window, MODALITIES)
     return model, windows, torch_outputs(model, windows, MODALITIES, 8)
 
