@@ -13,7 +13,7 @@ Rows:
 - `soak` (with --soak S): real time for S seconds; RSS growth after a warm-up, predictions vs acked.
   Target < 5 MB growth, 0 lost.
 
-The default student is `student-small` for the machine-health scenario, untrained: its compute is
+The default student is `student-stream` for the machine-health scenario, untrained: its compute is
 what a trained one costs (the loop does not care what the weights are).
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import md_table, publish  # noqa: E402
 
 
-def build_student_bundle(out: Path, preset: str = "student-small") -> Path:
+def build_student_bundle(out: Path, preset: str = "student-stream") -> Path:
     """An untrained GMM of `preset` for machine-health, exported to ONNX and written as a bundle."""
     import onnx
     import torch
@@ -83,7 +83,7 @@ def run(bundle: Path, sources: str, **kw) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", help="bundle to run (default: build an untrained student-small)")
+    ap.add_argument("--bundle", help="bundle to run (default: build an untrained student-stream)")
     ap.add_argument("--dataset", help="dataset to replay (default: a small machine-health synth)")
     ap.add_argument("--seconds", type=float, default=8.0, help="length of the overhead and throughput runs")
     ap.add_argument("--speed", type=float, default=10.0, help="replay speed of the overhead run")
