@@ -61,7 +61,7 @@ def quick_run(root: Path, steps: int, preset: str, modalities: list[str]) -> Pat
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="training run directory (default: train a quick one)")
-    p.add_argument("--preset", default="student-small")
+    p.add_argument("--preset", default="student-stream", help="student preset of the quick run (default: the default student)")
     p.add_argument("--modalities", default="imu,audio,camera,env")
     p.add_argument("--steps", type=int, default=300, help="training steps of the quick run")
     p.add_argument("--threads", default="1,2")
